@@ -1,0 +1,456 @@
+/*
+ * marlinrt — Marlin-format INT4 x FP16 (W4A16) matrix products on NVIDIA GPUs,
+ * with kernels compiled at run time by NVRTC and kept in a SQLite cubin store.
+ *
+ * This header is the whole public API. It needs no CUDA header: device pointers
+ * are passed as uint64_t and streams as void * (a CUstream or cudaStream_t).
+ *
+ * Conventions, in the style of zstd and SQLite:
+ *   - every call that can fail returns an mrt_status; mrt_status_str() gives a
+ *     fixed text for the code and mrt_errmsg(ctx) the detailed message of the
+ *     last failure on that context (the NVRTC log excerpt, the CUresult name,
+ *     the offending argument);
+ *   - status values are pinned and only ever appended;
+ *   - configuration and result structs are plain data with reserved fields, safe
+ *     to store and reload;
+ *   - a context must not be used by two threads at once; create one per thread.
+ *     Library loading, the module table and the store file are shared safely
+ *     between contexts and threads.
+ */
+#ifndef MARLINRT_H
+#define MARLINRT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MRT_API __attribute__((visibility("default")))
+#else
+#define MRT_API
+#endif
+
+#define MRT_VERSION_MAJOR 0
+#define MRT_VERSION_MINOR 1
+#define MRT_VERSION_PATCH 0
+#define MRT_VERSION_NUMBER (MRT_VERSION_MAJOR * 10000 + MRT_VERSION_MINOR * 100 + MRT_VERSION_PATCH)
+
+/*
+ * Status codes. X(name, value, text): values are pinned; new codes are only
+ * appended, never renumbered or removed.
+ */
+#define MRT_STATUS_LIST(X)                                                             \
+    X(MRT_OK, 0, "success")                                                            \
+    X(MRT_ERR_INVALID_ARGUMENT, 1, "invalid argument")                                 \
+    X(MRT_ERR_OUT_OF_MEMORY, 2, "out of host memory")                                  \
+    X(MRT_ERR_NO_DRIVER, 3, "CUDA driver library not found or not usable")             \
+    X(MRT_ERR_NO_DEVICE, 4, "no usable CUDA device")                                   \
+    X(MRT_ERR_NO_NVRTC, 5, "NVRTC library not found or not usable")                    \
+    X(MRT_ERR_COMPILE, 6, "kernel compilation failed")                                 \
+    X(MRT_ERR_CUDA, 7, "CUDA driver call failed")                                      \
+    X(MRT_ERR_STORE, 8, "cubin store error")                                           \
+    X(MRT_ERR_STORE_VERSION, 9, "cubin store has an unknown schema version")           \
+    X(MRT_ERR_UNSUPPORTED, 10, "unsupported shape, configuration or architecture")     \
+    X(MRT_ERR_NOT_FOUND, 11, "not found")                                              \
+    X(MRT_ERR_WORKSPACE, 12, "workspace too small")                                    \
+    X(MRT_ERR_INTERNAL, 13, "internal error")
+
+typedef enum mrt_status {
+#define MRT_STATUS_ENUM_(name, value, text) name = value,
+    MRT_STATUS_LIST(MRT_STATUS_ENUM_)
+#undef MRT_STATUS_ENUM_
+} mrt_status;
+
+/** Static text for a status code; never NULL ("unknown status" for values not in the list). */
+MRT_API const char *mrt_status_str(mrt_status status);
+
+/** Library version as "MAJOR.MINOR.PATCH"; static text. */
+MRT_API const char *mrt_version_string(void);
+
+/** Library version as MRT_VERSION_NUMBER of the library actually loaded. */
+MRT_API unsigned mrt_version_number(void);
+
+/* ------------------------------------------------------------------------- */
+/* Context                                                                    */
+/* ------------------------------------------------------------------------- */
+
+typedef struct mrt_context mrt_context;
+
+/** Context flags (bitwise or). */
+enum mrt_context_flag {
+    /** Never touch the CUDA driver: compile and store only (build machines, `warm`). */
+    MRT_CTX_OFFLINE = 1u << 0,
+    /** Keep cubins in memory only; open no store file. */
+    MRT_CTX_NO_STORE = 1u << 1,
+    /** Fail mrt_context_create when no driver or device is usable, instead of on first GPU use. */
+    MRT_CTX_REQUIRE_DEVICE = 1u << 2,
+};
+
+typedef struct mrt_context_options {
+    /** Store file; NULL means MARLINRT_CACHE, else $XDG_CACHE_HOME/marlinrt/cache.db, else
+     *  ~/.cache/marlinrt/cache.db. Missing parent folders are created. */
+    const char *store_path;
+    /** CUDA device ordinal used for launches (default 0). */
+    int device;
+    /** mrt_context_flag bits. */
+    uint32_t flags;
+    uint32_t reserved[8];
+} mrt_context_options;
+
+/** Fill opts with the defaults (NULL store path, device 0, no flags). */
+MRT_API void mrt_context_options_init(mrt_context_options *opts);
+
+/**
+ * Create a context: opens (or creates) the cubin store and prepares lazy loading of
+ * the driver and NVRTC.
+ *
+ * opts may be NULL for the defaults. On success *out owns a context to be released with
+ * mrt_context_destroy. On failure *out is NULL and mrt_thread_errmsg() gives the message.
+ *
+ * Returns MRT_OK; MRT_ERR_INVALID_ARGUMENT (out is NULL, bad device ordinal);
+ * MRT_ERR_OUT_OF_MEMORY; MRT_ERR_STORE / MRT_ERR_STORE_VERSION (the store cannot be
+ * opened, or it was written by an unknown schema); with MRT_CTX_REQUIRE_DEVICE also
+ * MRT_ERR_NO_DRIVER, MRT_ERR_NO_DEVICE, MRT_ERR_CUDA.
+ */
+MRT_API mrt_status mrt_context_create(const mrt_context_options *opts, mrt_context **out);
+
+/** Message of the last failed call without a context on the calling thread: mrt_context_create
+ *  and the host packing functions ("" if none). Valid until the next such call on the thread. */
+MRT_API const char *mrt_thread_errmsg(void);
+
+/** Release a context and everything it owns. NULL is a no-op. Loaded modules stay in the
+ *  process-wide module table until the process ends. */
+MRT_API void mrt_context_destroy(mrt_context *ctx);
+
+/** Detailed message of the last failure on ctx ("" after a success); valid until the next
+ *  call on ctx. A NULL ctx gives a fixed text. */
+MRT_API const char *mrt_errmsg(const mrt_context *ctx);
+
+/** Store path the context uses (":memory:" with MRT_CTX_NO_STORE). */
+MRT_API const char *mrt_store_path(const mrt_context *ctx);
+
+/**
+ * Write the default store path (see mrt_context_options.store_path) into buf.
+ * Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT (buf NULL or too small), MRT_ERR_NOT_FOUND
+ * (none of MARLINRT_CACHE, XDG_CACHE_HOME, HOME is set).
+ */
+MRT_API mrt_status mrt_default_store_path(char *buf, size_t size);
+
+/* ------------------------------------------------------------------------- */
+/* Libraries and device                                                       */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * NVRTC version, loading NVRTC if needed (MARLINRT_NVRTC_PATH names the library to
+ * use; else libnvrtc.so.13, .so.12, .so, then the same under $CUDA_HOME/lib64 and
+ * /usr/local/cuda/lib64). Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT, MRT_ERR_NO_NVRTC
+ * (the message lists every path tried and why each failed).
+ */
+MRT_API mrt_status mrt_nvrtc_version(mrt_context *ctx, int *major, int *minor);
+
+/** Facts about the context's device. */
+typedef struct mrt_device_info {
+    char name[256];
+    int ordinal;
+    int cc_major, cc_minor;     /* compute capability, e.g. 9, 0 */
+    int sm_count;               /* multiprocessors */
+    int max_smem_optin;         /* bytes of shared memory a block may opt in to */
+    int l2_bytes;               /* L2 cache size */
+    int memory_clock_khz;       /* peak memory clock */
+    int driver_version;         /* e.g. 13000 for CUDA 13.0 */
+    int reserved[8];
+} mrt_device_info;
+
+/**
+ * Open the driver and device if not yet done and describe the device.
+ * Returns MRT_OK; MRT_ERR_INVALID_ARGUMENT; MRT_ERR_UNSUPPORTED (an MRT_CTX_OFFLINE
+ * context); MRT_ERR_NO_DRIVER (libcuda.so.1 missing, a stub library, or cuInit failed;
+ * MARLINRT_CUDA_DRIVER_PATH overrides the library name); MRT_ERR_NO_DEVICE (no device
+ * with that ordinal); MRT_ERR_CUDA.
+ */
+MRT_API mrt_status mrt_device_get_info(mrt_context *ctx, mrt_device_info *info);
+
+/* ------------------------------------------------------------------------- */
+/* Kernels, configurations and cubins                                         */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * A tile configuration: the template arguments of a kernel. Plain data; zero the
+ * reserved fields. Each kernel documents which fields it reads; the others must be 0.
+ *   threads          threads per block
+ *   thread_m_blocks  16-row blocks of A per block tile
+ *   thread_n_blocks  16-column blocks of B per block tile
+ *   thread_k_blocks  16-deep blocks of K per block tile
+ *   stages           depth of the shared-memory pipeline
+ *   group_blocks     16-deep K blocks per scale group, -1 for per-channel scales
+ */
+typedef struct mrt_config {
+    int32_t threads;
+    int32_t thread_m_blocks;
+    int32_t thread_n_blocks;
+    int32_t thread_k_blocks;
+    int32_t stages;
+    int32_t group_blocks;
+    int32_t reserved[2];
+} mrt_config;
+
+/** Kernels the library ships. Names are stable; the list is only appended. */
+#define MRT_KERNEL_DEQUANT_W4 "dequant_w4"
+#define MRT_KERNEL_MARLIN_W4A16 "marlin_w4a16"
+
+/**
+ * Name of the i-th shipped kernel (0-based), or NULL past the end.
+ */
+MRT_API const char *mrt_kernel_name(int index);
+
+/**
+ * The configurations of a kernel that `marlinrt warm` compiles by default (for the GEMM: every
+ * configuration mrt_gemm may pick). Writes up to capacity entries (configs may be NULL with
+ * capacity 0) and the total to *count.
+ * Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT, MRT_ERR_NOT_FOUND (unknown kernel).
+ */
+MRT_API mrt_status mrt_kernel_default_configs(const char *kernel, mrt_config *configs, size_t capacity,
+                                              size_t *count);
+
+/**
+ * Check that cfg is a configuration the named kernel can be compiled with.
+ * Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT (NULL argument), MRT_ERR_NOT_FOUND
+ * (unknown kernel), MRT_ERR_UNSUPPORTED (the message names the field and its bounds).
+ */
+MRT_API mrt_status mrt_config_validate(mrt_context *ctx, const char *kernel, const mrt_config *cfg);
+
+/** Where a cubin came from. */
+typedef enum mrt_cubin_origin {
+    MRT_CUBIN_FROM_STORE = 0,   /* found in the store with a good checksum */
+    MRT_CUBIN_COMPILED = 1,     /* compiled by NVRTC now and inserted */
+    MRT_CUBIN_RECOMPILED = 2,   /* the stored blob failed its checksum; compiled and replaced */
+} mrt_cubin_origin;
+
+/**
+ * Get the cubin of kernel for sm_<arch> (e.g. 80, 86, 89, 90) and cfg, without any GPU:
+ * looks the store up first and compiles with NVRTC on a miss. Without NVRTC, a row made
+ * by any NVRTC version for the same source, options and configuration is used.
+ *
+ * On success *cubin is a malloc'd copy the caller frees with mrt_free, *size its bytes,
+ * and *origin (may be NULL) says where it came from.
+ * Returns MRT_OK; MRT_ERR_INVALID_ARGUMENT; MRT_ERR_NOT_FOUND (unknown kernel);
+ * MRT_ERR_UNSUPPORTED (bad configuration or an arch NVRTC cannot target); MRT_ERR_NO_NVRTC
+ * (a miss and no NVRTC); MRT_ERR_COMPILE (the message carries the NVRTC log);
+ * MRT_ERR_STORE; MRT_ERR_OUT_OF_MEMORY.
+ */
+MRT_API mrt_status mrt_get_cubin(mrt_context *ctx, int arch, const char *kernel, const mrt_config *cfg,
+                                 void **cubin, size_t *size, mrt_cubin_origin *origin);
+
+/** Free memory the library allocated for the caller. NULL is a no-op. */
+MRT_API void mrt_free(void *ptr);
+
+/** Counters of what a context did, for tests and tools. */
+typedef struct mrt_stats {
+    uint64_t nvrtc_compiles;     /* successful NVRTC compilations */
+    uint64_t store_hits;         /* cubins served from the store */
+    uint64_t store_misses;       /* lookups that found no usable row */
+    uint64_t corrupt_recompiled; /* rows whose blob failed its checksum and were replaced */
+    uint64_t modules_loaded;     /* cuModuleLoadData calls made for this context */
+    uint64_t launches;           /* kernels launched */
+    uint64_t reserved[6];
+} mrt_stats;
+
+/** Copy ctx's counters. Returns MRT_OK or MRT_ERR_INVALID_ARGUMENT. */
+MRT_API mrt_status mrt_get_stats(const mrt_context *ctx, mrt_stats *stats);
+
+/* ------------------------------------------------------------------------- */
+/* Store                                                                      */
+/* ------------------------------------------------------------------------- */
+
+/** One cubin row of the store, as `marlinrt cache ls` shows it. Strings are valid only
+ *  during the callback. */
+typedef struct mrt_cubin_row {
+    const char *key_hex;        /* 32 hex digits of the XXH3-128 key */
+    const char *kernel;
+    int arch;                   /* 90 for sm_90 */
+    mrt_config config;
+    int nvrtc_major, nvrtc_minor;
+    uint64_t source_hash;       /* XXH3-64 of the kernel source the row was compiled from */
+    int format_version;         /* library cubin format version the row was made for */
+    uint64_t size;              /* blob bytes */
+    int64_t created_at;         /* Unix seconds */
+    int64_t last_used_at;       /* Unix seconds */
+    int64_t hit_count;
+    double compile_ms;
+    int reserved[4];
+} mrt_cubin_row;
+
+/** Called once per row; return non-zero to stop early. */
+typedef int (*mrt_cubin_row_fn)(const mrt_cubin_row *row, void *user);
+
+/**
+ * Call fn for every cubin row, ordered by kernel, arch, configuration.
+ * Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT, MRT_ERR_STORE.
+ */
+MRT_API mrt_status mrt_store_foreach_cubin(mrt_context *ctx, mrt_cubin_row_fn fn, void *user);
+
+/** Totals for `marlinrt info`. */
+typedef struct mrt_store_summary {
+    int schema_version;
+    uint64_t cubin_rows;
+    uint64_t cubin_bytes;
+    uint64_t reserved[6];
+} mrt_store_summary;
+
+/** Summarise the store. Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT, MRT_ERR_STORE. */
+MRT_API mrt_status mrt_store_summary_get(mrt_context *ctx, mrt_store_summary *summary);
+
+/* ------------------------------------------------------------------------- */
+/* Launch utilities                                                           */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * Dequantize Marlin-packed int4 weights to a dense fp16 B[K,N] (row-major) on the GPU.
+ * Useful to check a repack, or to feed a dense GEMM. All pointers are device pointers:
+ *   packed   K*N/8 int32 in the Marlin layout
+ *   scales   fp16 [K/group_size, N] (or [1, N] for group_size -1) in the Marlin scale order
+ *   out      fp16 [K, N]
+ * K and N must be multiples of 64 (the packing tile), group_size one of -1, 32, 64, 128
+ * dividing K. stream may be NULL for the default stream. Asynchronous.
+ * Returns MRT_OK; MRT_ERR_INVALID_ARGUMENT (null pointer, misaligned pointer, bad shape
+ * or group size); MRT_ERR_NO_DRIVER / MRT_ERR_NO_DEVICE / MRT_ERR_NO_NVRTC /
+ * MRT_ERR_COMPILE / MRT_ERR_CUDA.
+ */
+MRT_API mrt_status mrt_dequant_w4(mrt_context *ctx, void *stream, uint64_t packed, uint64_t scales, uint64_t out,
+                                  int64_t k, int64_t n, int group_size);
+
+/* ------------------------------------------------------------------------- */
+/* W4A16 GEMM                                                                 */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * Arguments of C[M,N] = A[M,K] x dequant(B[K,N]). Device pointers as integers.
+ *   a          fp16 [M, K] row-major, 16-byte aligned
+ *   b          Marlin-packed int4 weights, K*N/8 int32 (see mrt_pack_q4), 16-byte aligned
+ *   scales     fp16 Marlin-ordered scales [K/group_size or 1, N], 16-byte aligned
+ *   c          fp16 [M, N] row-major output, 16-byte aligned
+ *   workspace  int32 lock array of at least mrt_gemm_workspace_size bytes, zeroed before
+ *              first use; the kernel leaves it zeroed again
+ */
+typedef struct mrt_gemm_args {
+    uint64_t a, b, scales, c, workspace;
+    uint64_t workspace_bytes;
+    int64_t m, n, k;
+    int32_t group_size; /* -1 (per channel), 32, 64, 128 */
+    int32_t reserved_i32[3];
+    uint64_t reserved[4];
+} mrt_gemm_args;
+
+/**
+ * Bytes of workspace mrt_gemm needs for n output columns on the context's device.
+ * Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT, or a driver/device status (the size depends on
+ * the device's SM count).
+ */
+MRT_API mrt_status mrt_gemm_workspace_size(mrt_context *ctx, int64_t n, size_t *bytes);
+
+/**
+ * The configuration mrt_gemm would pick for a shape on the context's device.
+ * Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT, MRT_ERR_UNSUPPORTED (no configuration fits
+ * the shape), or a driver/device status.
+ */
+MRT_API mrt_status mrt_gemm_select(mrt_context *ctx, int64_t m, int64_t n, int64_t k, int group_size,
+                                   mrt_config *config);
+
+/**
+ * Every configuration the library may pick for group_size (over all shapes), for warming a
+ * store or checking that each compiles. Writes up to capacity entries to configs (may be NULL
+ * with capacity 0) and the total to *count.
+ * Returns MRT_OK or MRT_ERR_INVALID_ARGUMENT.
+ */
+MRT_API mrt_status mrt_gemm_candidates(int group_size, mrt_config *configs, size_t capacity, size_t *count);
+
+/**
+ * Launch the W4A16 GEMM on stream (NULL: the default stream). config NULL picks one
+ * automatically; otherwise it must be valid for the shape. Asynchronous.
+ * Every argument is checked before any launch.
+ * Returns MRT_OK; MRT_ERR_INVALID_ARGUMENT (null/misaligned pointer, bad shape or group
+ * size); MRT_ERR_UNSUPPORTED (config does not fit the shape or device); MRT_ERR_WORKSPACE;
+ * MRT_ERR_NO_DRIVER / MRT_ERR_NO_DEVICE / MRT_ERR_NO_NVRTC / MRT_ERR_COMPILE / MRT_ERR_CUDA.
+ */
+MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args *args, const mrt_config *config);
+
+/* ------------------------------------------------------------------------- */
+/* Host-side weight packing and the CPU reference (no GPU needed)             */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * fp16 values travel as their IEEE binary16 bits in a uint16_t.
+ *
+ * Shapes: B is [K, N] (K the reduction depth, N the output columns). The Marlin packing
+ * works on 16x16 tiles gathered in blocks of 1024 nibbles, so K must be a multiple of 16
+ * and N of 64; group_size is -1 (one scale per column) or a positive divisor of K that is
+ * a multiple of 16 (the kernels accept 32, 64, 128). Scale tensors have K/group_size rows
+ * (1 for per-channel) and N columns.
+ *
+ * `threads` is the number of worker threads to use; 0 means one per online CPU.
+ * These functions have no context: on failure mrt_thread_errmsg() has the message.
+ * They return MRT_OK, MRT_ERR_INVALID_ARGUMENT (null pointer, bad shape or group size,
+ * a value out of range), or MRT_ERR_OUT_OF_MEMORY.
+ */
+typedef uint16_t mrt_half;
+
+/** Bytes of the packed weight buffer for a [K, N] matrix: K*N/2. */
+MRT_API size_t mrt_packed_weight_bytes(int64_t k, int64_t n);
+
+/** Number of scale rows for K and group_size (1 for per-channel), 0 if invalid. */
+MRT_API int64_t mrt_scale_rows(int64_t k, int group_size);
+
+/**
+ * Quantize fp32 w[K,N] (row-major) to symmetric int4: per group of group_size rows and per
+ * column, scale = max|w| / 7 (1 if the group is all zero) and q = clamp(round(w / scale) + 8,
+ * 0, 15). Writes the Marlin-packed weights (K*N/8 int32) and the Marlin-ordered scales.
+ * Optionally (q_out non-NULL) the integers q[K,N] and (scales_out non-NULL) the scales in
+ * plain [K/group, N] order.
+ */
+MRT_API mrt_status mrt_quantize_f32(const float *w, int64_t k, int64_t n, int group_size, int32_t *packed,
+                                    mrt_half *marlin_scales, uint8_t *q_out, mrt_half *scales_out, int threads);
+
+/** As mrt_quantize_f32, from fp16 weights. */
+MRT_API mrt_status mrt_quantize_f16(const mrt_half *w, int64_t k, int64_t n, int group_size, int32_t *packed,
+                                    mrt_half *marlin_scales, uint8_t *q_out, mrt_half *scales_out, int threads);
+
+/** Pack integers q[K,N] (row-major, each 0..15) into the Marlin layout (K*N/8 int32). */
+MRT_API mrt_status mrt_pack_q4(const uint8_t *q, int64_t k, int64_t n, int32_t *packed, int threads);
+
+/** Inverse of mrt_pack_q4. */
+MRT_API mrt_status mrt_unpack_q4(const int32_t *packed, int64_t k, int64_t n, uint8_t *q, int threads);
+
+/** Reorder plain scales [rows, N] into the order the Marlin kernel reads. */
+MRT_API mrt_status mrt_permute_scales(const mrt_half *scales, int64_t k, int64_t n, int group_size,
+                                      mrt_half *marlin_scales);
+
+/** Inverse of mrt_permute_scales. */
+MRT_API mrt_status mrt_unpermute_scales(const mrt_half *marlin_scales, int64_t k, int64_t n, int group_size,
+                                        mrt_half *scales);
+
+/**
+ * Repack a symmetric GPTQ checkpoint (qweight [K/8, N] int32 with 8 nibbles along K, low
+ * nibble first; scales [K/group, N] fp16; zero point 8) into the Marlin layout.
+ */
+MRT_API mrt_status mrt_repack_gptq(const int32_t *qweight, const mrt_half *scales, int64_t k, int64_t n,
+                                   int group_size, int32_t *packed, mrt_half *marlin_scales, int threads);
+
+/**
+ * CPU reference: C[M,N] = A[M,K] x dequant(B), from the packed form, fp32 accumulation
+ * (in float64 internally), C written as fp32 so tests can bound the fp16 rounding.
+ */
+MRT_API mrt_status mrt_reference_gemm(const mrt_half *a, const int32_t *packed, const mrt_half *marlin_scales,
+                                      int64_t m, int64_t n, int64_t k, int group_size, float *c, int threads);
+
+/** fp16 bits to float and back (round to nearest even). */
+MRT_API float mrt_half_to_float(mrt_half h);
+MRT_API mrt_half mrt_float_to_half(float f);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MARLINRT_H */

@@ -1,0 +1,169 @@
+/*
+ * Context lifetime, options, messages and the store-facing public calls.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "context.h"
+
+void mrt_context_options_init(mrt_context_options *opts)
+{
+    if (opts)
+        memset(opts, 0, sizeof *opts);
+}
+
+mrt_status mrt_default_store_path(char *buf, size_t size)
+{
+    mrt__err *err = mrt__thread_err();
+    if (!buf || size == 0)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_default_store_path: buf is NULL or size is 0");
+    const char *explicit_path = getenv("MARLINRT_CACHE");
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    int n;
+    if (explicit_path && *explicit_path)
+        n = snprintf(buf, size, "%s", explicit_path);
+    else if (xdg && *xdg)
+        n = snprintf(buf, size, "%s/marlinrt/cache.db", xdg);
+    else if (home && *home)
+        n = snprintf(buf, size, "%s/.cache/marlinrt/cache.db", home);
+    else
+        return mrt__fail(err, MRT_ERR_NOT_FOUND,
+                         "no store path: none of MARLINRT_CACHE, XDG_CACHE_HOME, HOME is set");
+    if (n < 0 || (size_t)n >= size)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_default_store_path: buffer of %zu bytes is too small",
+                         size);
+    return MRT_OK;
+}
+
+mrt_status mrt_context_create(const mrt_context_options *opts, mrt_context **out)
+{
+    mrt__err *err = mrt__thread_err();
+    mrt_status rc = MRT_OK;
+    mrt_context *ctx = NULL;
+    err->buf[0] = '\0';
+
+    if (!out)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_context_create: out is NULL");
+    *out = NULL;
+    ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        MRT_FAIL(err, MRT_ERR_OUT_OF_MEMORY, "mrt_context_create: out of memory");
+    if (opts)
+        ctx->opts = *opts;
+    ctx->err.buf = ctx->errbuf;
+    ctx->err.size = sizeof ctx->errbuf;
+    if (ctx->opts.device < 0)
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_context_create: device ordinal %d is negative",
+                 ctx->opts.device);
+
+    if (ctx->opts.flags & MRT_CTX_NO_STORE) {
+        snprintf(ctx->store_path, sizeof ctx->store_path, ":memory:");
+    } else if (ctx->opts.store_path) {
+        if (strlen(ctx->opts.store_path) >= sizeof ctx->store_path)
+            MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_context_create: store path is longer than %zu bytes",
+                     sizeof ctx->store_path - 1);
+        snprintf(ctx->store_path, sizeof ctx->store_path, "%s", ctx->opts.store_path);
+    } else {
+        MRT_CHECK(mrt_default_store_path(ctx->store_path, sizeof ctx->store_path));
+    }
+    ctx->opts.store_path = NULL; /* never keep the caller's pointer */
+    MRT_CHECK(mrt__store_open(ctx->store_path, err, &ctx->store));
+
+    if (ctx->opts.flags & MRT_CTX_REQUIRE_DEVICE) {
+        rc = mrt__device_open(ctx);
+        if (rc != MRT_OK) {
+            mrt__fail(err, rc, "%s", ctx->errbuf);
+            goto done;
+        }
+    }
+    *out = ctx;
+    ctx = NULL;
+done:
+    mrt_context_destroy(ctx);
+    return rc;
+}
+
+void mrt_context_destroy(mrt_context *ctx)
+{
+    if (!ctx)
+        return;
+    if (ctx->cu_context && ctx->driver)
+        ctx->driver->primary_ctx_release(ctx->cu_device);
+    mrt__store_close(ctx->store);
+    free(ctx);
+}
+
+const char *mrt_errmsg(const mrt_context *ctx)
+{
+    return ctx ? ctx->errbuf : "no context (NULL)";
+}
+
+mrt__err *mrt__ctx_err(mrt_context *ctx)
+{
+    ctx->errbuf[0] = '\0';
+    return &ctx->err;
+}
+
+const char *mrt_store_path(const mrt_context *ctx)
+{
+    return ctx ? ctx->store_path : NULL;
+}
+
+mrt_status mrt_get_stats(const mrt_context *ctx, mrt_stats *stats)
+{
+    if (!ctx || !stats)
+        return MRT_ERR_INVALID_ARGUMENT;
+    *stats = ctx->stats;
+    return MRT_OK;
+}
+
+mrt_status mrt_store_foreach_cubin(mrt_context *ctx, mrt_cubin_row_fn fn, void *user)
+{
+    if (!ctx)
+        return MRT_ERR_INVALID_ARGUMENT;
+    mrt__err *err = mrt__ctx_err(ctx);
+    if (!fn)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_store_foreach_cubin: fn is NULL");
+    return mrt__store_foreach(ctx->store, fn, user, err);
+}
+
+mrt_status mrt_store_summary_get(mrt_context *ctx, mrt_store_summary *summary)
+{
+    if (!ctx)
+        return MRT_ERR_INVALID_ARGUMENT;
+    mrt__err *err = mrt__ctx_err(ctx);
+    if (!summary)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_store_summary_get: summary is NULL");
+    memset(summary, 0, sizeof *summary);
+    return mrt__store_summary(ctx->store, summary, err);
+}
+
+mrt_status mrt_nvrtc_version(mrt_context *ctx, int *major, int *minor)
+{
+    if (!ctx)
+        return MRT_ERR_INVALID_ARGUMENT;
+    mrt__err *err = mrt__ctx_err(ctx);
+    if (!major || !minor)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_nvrtc_version: major or minor is NULL");
+    const mrt__nvrtc_api *nvrtc = NULL;
+    mrt_status rc = mrt__nvrtc_load(err, &nvrtc);
+    if (rc != MRT_OK)
+        return rc;
+    *major = nvrtc->major;
+    *minor = nvrtc->minor;
+    return MRT_OK;
+}
+
+mrt_status mrt_config_validate(mrt_context *ctx, const char *kernel, const mrt_config *cfg)
+{
+    mrt__err *err = ctx ? mrt__ctx_err(ctx) : mrt__thread_err();
+    if (!kernel || !cfg)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_config_validate: kernel or cfg is NULL");
+    const mrt__kernel *k = mrt__kernel_find(kernel);
+    if (!k)
+        return mrt__fail(err, MRT_ERR_NOT_FOUND, "unknown kernel \"%s\"", kernel);
+    return k->validate(cfg, err);
+}

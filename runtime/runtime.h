@@ -1,0 +1,131 @@
+/*
+ * Private internals shared by runtime/, cache/ and the tests. Not installed.
+ */
+#ifndef MRT_RUNTIME_H
+#define MRT_RUNTIME_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "marlinrt.h"
+
+/* Version of the contract between the library and its cubins (kernel parameter lists,
+ * launch geometry). Bump it when that contract changes: it is part of every store key. */
+#define MRT_CUBIN_FORMAT_VERSION 1
+
+#define MRT_ERRMSG_SIZE 4096
+
+/* ------------------------------------------------------------------------- */
+/* Errors                                                                     */
+/* ------------------------------------------------------------------------- */
+
+/* Where a failing call writes its message: a context's buffer, or the thread's. */
+typedef struct mrt__err {
+    char *buf;
+    size_t size;
+} mrt__err;
+
+/* Format msg into err and return status; err may be NULL (message dropped). */
+mrt_status mrt__fail(mrt__err *err, mrt_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+mrt_status mrt__vfail(mrt__err *err, mrt_status status, const char *fmt, va_list ap);
+
+/* The calling thread's error sink, read by mrt_thread_errmsg(). */
+mrt__err *mrt__thread_err(void);
+
+/* Set rc, format the message, jump to the function's cleanup label `done`. */
+#define MRT_FAIL(err, status, ...)                                                                 \
+    do {                                                                                           \
+        rc = mrt__fail((err), (status), __VA_ARGS__);                                              \
+        goto done;                                                                                 \
+    } while (0)
+
+/* Forward a failure whose message is already written. */
+#define MRT_CHECK(expr)                                                                            \
+    do {                                                                                           \
+        rc = (expr);                                                                               \
+        if (rc != MRT_OK)                                                                          \
+            goto done;                                                                             \
+    } while (0)
+
+/* Parse a non-negative integer from an environment variable; fallback if unset or bad. */
+long mrt__env_long(const char *name, long fallback);
+
+/* Number of worker threads for `threads` as the public API takes it (0 = online CPUs). */
+int mrt__worker_count(int threads);
+
+/* Run fn(i, user) for every i in [0, count) over up to `workers` threads (the caller is one of
+ * them); blocks until all are done. Always completes every index: if threads cannot be
+ * started the remaining ones run on fewer. Returns the number of extra threads started. */
+int mrt__parallel_for(int64_t count, int workers, void (*fn)(int64_t i, void *user), void *user);
+
+/* ------------------------------------------------------------------------- */
+/* Kernel registry (runtime/kernels.c)                                         */
+/* ------------------------------------------------------------------------- */
+
+/* One embedded kernel source file (generated at build time from kernel_src/). */
+typedef struct mrt__source {
+    const char *file_name; /* e.g. "dequant_w4.cu" */
+    const char *text;      /* NUL-terminated */
+    size_t length;         /* bytes, without the NUL */
+    uint64_t hash;         /* XXH3-64 of text */
+} mrt__source;
+
+extern const mrt__source mrt__sources[];
+extern const size_t mrt__source_count;
+
+/* A kernel the library can compile: which source holds it, how a configuration becomes the
+ * template instance to compile, and which configurations are legal. */
+typedef struct mrt__kernel {
+    const char *name;        /* public name, e.g. "dequant_w4" */
+    const char *source_file; /* mrt__source.file_name */
+    /* Write the C++ name expression of the instance (e.g. "dequant_w4<256>") into buf. */
+    int (*name_expression)(const mrt_config *cfg, char *buf, size_t size);
+    /* MRT_OK or MRT_ERR_UNSUPPORTED with a message naming the field and its bounds. */
+    mrt_status (*validate)(const mrt_config *cfg, mrt__err *err);
+    /* The configurations compiled by default (`marlinrt warm`): same contract as
+     * mrt_kernel_default_configs. */
+    mrt_status (*default_configs)(mrt_config *configs, size_t capacity, size_t *count);
+} mrt__kernel;
+
+/* The kernel with this name, or NULL. */
+const mrt__kernel *mrt__kernel_find(const char *name);
+/* The source a kernel is compiled from (never NULL for a registered kernel). */
+const mrt__source *mrt__kernel_source(const mrt__kernel *kernel);
+/* Canonical text of a configuration, e.g. "t256.m1.n16.k4.s4.g8"; used in keys and listings. */
+void mrt__config_format(const mrt_config *cfg, char *buf, size_t size);
+
+/* ------------------------------------------------------------------------- */
+/* GPU side (runtime/device.c): used by launch code such as runtime/gemm.c     */
+/* ------------------------------------------------------------------------- */
+
+/* A kernel loaded into the context's device, ready to launch. */
+typedef struct mrt__function {
+    void *handle;          /* CUfunction */
+    int max_threads;       /* CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK */
+    int static_smem;       /* CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES */
+    int dynamic_smem_set;  /* dynamic shared memory the function is currently allowed */
+} mrt__function;
+
+/* Open the driver and the device (retaining its primary context) if not yet done. */
+mrt_status mrt__device_open(mrt_context *ctx);
+
+/* Device facts, valid after mrt__device_open succeeded. */
+const mrt_device_info *mrt__device(const mrt_context *ctx);
+
+/* Load (once per CUDA context and process) the cubin of kernel+cfg for the device's arch,
+ * fetching it from the store or compiling it, and return the function. The function is set
+ * up at load to accept all the dynamic shared memory the device allows (dynamic_smem_set). */
+mrt_status mrt__get_function(mrt_context *ctx, const char *kernel, const mrt_config *cfg, mrt__function *out);
+
+/* Launch fn with kernel parameters `params` (an array of pointers to each argument, as
+ * cuLaunchKernel takes them) on stream (NULL: default stream). dynamic_smem above 48 KiB
+ * raises the function's limit first; above the device's opt-in limit is refused. */
+mrt_status mrt__launch(mrt_context *ctx, mrt__function *fn, const unsigned grid[3], const unsigned block[3],
+                       unsigned dynamic_smem, void *stream, void **params);
+
+/* The context's error sink (its message buffer). */
+mrt__err *mrt__ctx_err(mrt_context *ctx);
+
+#endif /* MRT_RUNTIME_H */

@@ -1,0 +1,106 @@
+#include "helpers.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+char *mrt_test_tempdir(const char *tag)
+{
+    const char *base = getenv("TMPDIR");
+#ifdef MRT_TEST_BINARY_DIR
+    if (!base)
+        base = MRT_TEST_BINARY_DIR;
+#endif
+    if (!base)
+        base = "/tmp";
+    size_t len = strlen(base) + strlen(tag) + 32;
+    char *dir = malloc(len);
+    assert_non_null(dir);
+    snprintf(dir, len, "%s/mrt-%s-XXXXXX", base, tag);
+    assert_non_null(mkdtemp(dir));
+    return dir;
+}
+
+char *mrt_test_path(const char *dir, const char *name)
+{
+    size_t len = strlen(dir) + strlen(name) + 2;
+    char *path = malloc(len);
+    assert_non_null(path);
+    snprintf(path, len, "%s/%s", dir, name);
+    return path;
+}
+
+static uint64_t rng_state;
+
+uint64_t mrt_test_rand(void)
+{
+    if (rng_state == 0) {
+        const char *env = getenv("MRT_TEST_SEED");
+        rng_state = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+        if (rng_state == 0)
+            rng_state = 1;
+        fprintf(stderr, "[seed] MRT_TEST_SEED=%llu\n", (unsigned long long)rng_state);
+    }
+    /* xorshift64* */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * UINT64_C(2685821657736338717);
+}
+
+float mrt_test_uniform(float lo, float hi)
+{
+    return lo + (hi - lo) * (float)((mrt_test_rand() >> 40) / (double)(1u << 24));
+}
+
+mrt_context *mrt_test_context(const char *store_path, uint32_t flags)
+{
+    mrt_context_options opts;
+    mrt_context_options_init(&opts);
+    opts.store_path = store_path;
+    opts.flags = flags;
+    mrt_context *ctx = NULL;
+    mrt_status rc = mrt_context_create(&opts, &ctx);
+    if (rc != MRT_OK)
+        fail_msg("mrt_context_create: %s: %s", mrt_status_str(rc), mrt_thread_errmsg());
+    return ctx;
+}
+
+void mrt_test_require_gpu(mrt_context *ctx)
+{
+    mrt_device_info info;
+    mrt_status rc = mrt_device_get_info(ctx, &info);
+    if (rc != MRT_OK) {
+        fprintf(stderr, "[SKIPPED] no GPU: %s: %s\n", mrt_status_str(rc), mrt_errmsg(ctx));
+        skip();
+    }
+}
+
+int mrt_test_run(const char *command, char **output)
+{
+    FILE *pipe = popen(command, "r");
+    assert_non_null(pipe);
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    size_t got;
+    while ((got = fread(buf + len, 1, cap - len - 1, pipe)) > 0) {
+        len += got;
+        if (cap - len < 1024) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+    }
+    buf[len] = '\0';
+    int status = pclose(pipe);
+    if (output)
+        *output = buf;
+    else
+        free(buf);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}

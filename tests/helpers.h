@@ -1,0 +1,35 @@
+/*
+ * Shared by the cmocka tests: temporary folders, random data, GPU skipping.
+ */
+#ifndef MRT_TESTS_HELPERS_H
+#define MRT_TESTS_HELPERS_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "marlinrt.h"
+
+/* A fresh empty folder under the test binary dir (or $TMPDIR); returns a static-lifetime copy. */
+char *mrt_test_tempdir(const char *tag);
+
+/* path = dir + "/" + name, malloc'd. */
+char *mrt_test_path(const char *dir, const char *name);
+
+/* Deterministic per-run random numbers; seed printed once so failures can be reproduced
+ * (MRT_TEST_SEED overrides). */
+uint64_t mrt_test_rand(void);
+float mrt_test_uniform(float lo, float hi);
+
+/* Create a context on an in-memory store or at path; fails the test on error. */
+mrt_context *mrt_test_context(const char *store_path, uint32_t flags);
+
+/* Skip (cmocka skip(), with a line saying why) unless a GPU is usable through ctx. */
+void mrt_test_require_gpu(mrt_context *ctx);
+
+/* Run a shell command, capturing stdout+stderr (malloc'd) and the exit status. */
+int mrt_test_run(const char *command, char **output);
+
+#endif
