@@ -24,6 +24,10 @@ struct mrt_context {
     const mrt__driver_api *driver;
     CUdevice cu_device;
     CUcontext cu_context; /* the device's primary context, retained */
+    /* Identity of that context for the module table. The driver may hand out the same
+     * CUcontext handle again after the primary context was destroyed (every retain released)
+     * and recreated, so the process-unique cuCtxGetId value is used where the driver has it. */
+    unsigned long long cu_context_id;
     mrt_device_info info;
 };
 

@@ -63,6 +63,9 @@ static mrt_status device_open_once(mrt_context *ctx, mrt__err *err)
                  info->cc_major, info->cc_minor);
     if ((res = d->primary_ctx_retain(&ctx->cu_context, ctx->cu_device)) != CUDA_SUCCESS)
         return mrt__cuda_fail(err, MRT_ERR_CUDA, "cuDevicePrimaryCtxRetain", res);
+    ctx->cu_context_id = (unsigned long long)(uintptr_t)ctx->cu_context;
+    if (d->ctx_get_id && (res = d->ctx_get_id(ctx->cu_context, &ctx->cu_context_id)) != CUDA_SUCCESS)
+        return mrt__cuda_fail(err, MRT_ERR_CUDA, "cuCtxGetId", res);
 done:
     return rc;
 }
@@ -123,10 +126,11 @@ void mrt__ctx_pop(mrt_context *ctx)
 /* ------------------------------------------------------------------------- */
 
 /* One loaded kernel instance per (CUDA context, kernel, configuration). Entries live until the
- * process ends: the table hands out pointers to them and modules are cheap to keep. */
+ * process ends (a few hundred bytes each); those of a CUDA context that was destroyed are never
+ * matched again because context ids are not reused. */
 typedef struct module_entry {
     struct module_entry *next;
-    CUcontext cu_context;
+    unsigned long long context_id;
     const mrt__kernel *kernel;
     mrt_config config;
     CUmodule module;
@@ -136,10 +140,10 @@ typedef struct module_entry {
 static pthread_mutex_t module_lock = PTHREAD_MUTEX_INITIALIZER;
 static module_entry *modules;
 
-static module_entry *module_find(CUcontext cu_context, const mrt__kernel *kernel, const mrt_config *cfg)
+static module_entry *module_find(unsigned long long context_id, const mrt__kernel *kernel, const mrt_config *cfg)
 {
     for (module_entry *e = modules; e; e = e->next)
-        if (e->cu_context == cu_context && e->kernel == kernel && memcmp(&e->config, cfg, sizeof *cfg) == 0)
+        if (e->context_id == context_id && e->kernel == kernel && memcmp(&e->config, cfg, sizeof *cfg) == 0)
             return e;
     return NULL;
 }
@@ -161,7 +165,7 @@ static mrt_status module_load(mrt_context *ctx, const mrt__kernel *kernel, const
     e = calloc(1, sizeof *e);
     if (!e)
         MRT_FAIL(err, MRT_ERR_OUT_OF_MEMORY, "out of memory for a module entry");
-    e->cu_context = ctx->cu_context;
+    e->context_id = ctx->cu_context_id;
     e->kernel = kernel;
     e->config = *cfg;
     if ((res = d->module_load_data(&e->module, blob)) != CUDA_SUCCESS) {
@@ -212,7 +216,7 @@ mrt_status mrt__get_function(mrt_context *ctx, const char *kernel_name, const mr
     MRT_CHECK(mrt__device_open(ctx));
 
     pthread_mutex_lock(&module_lock);
-    module_entry *e = module_find(ctx->cu_context, kernel, cfg);
+    module_entry *e = module_find(ctx->cu_context_id, kernel, cfg);
     pthread_mutex_unlock(&module_lock);
     if (!e) {
         /* Compile and load outside the lock: a compile can take seconds and other threads may
@@ -224,7 +228,7 @@ mrt_status mrt__get_function(mrt_context *ctx, const char *kernel_name, const mr
         if (rc != MRT_OK)
             goto done;
         pthread_mutex_lock(&module_lock);
-        e = module_find(ctx->cu_context, kernel, cfg);
+        e = module_find(ctx->cu_context_id, kernel, cfg);
         if (!e) {
             loaded->next = modules;
             modules = loaded;

@@ -108,6 +108,7 @@ static void driver_load_once(void)
         st->status = MRT_ERR_NO_DRIVER;
         return;
     }
+    *(void **)&driver_api.ctx_get_id = dlsym(st->handle, "cuCtxGetId");
     CUresult res = driver_api.init(0);
     if (res != CUDA_SUCCESS) {
         const char *name = NULL;

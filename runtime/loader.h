@@ -47,6 +47,8 @@ typedef struct mrt__driver_api {
     CUresult (*memcpy_dtoh)(void *dst, CUdeviceptr src, size_t bytes);
     CUresult (*memset_d8)(CUdeviceptr dst, unsigned char value, size_t count);
     CUresult (*memset_d32)(CUdeviceptr dst, unsigned int value, size_t count);
+    /* Optional (CUDA 12.0+ drivers), NULL when absent: a context's process-unique id. */
+    CUresult (*ctx_get_id)(CUcontext ctx, unsigned long long *id);
 } mrt__driver_api;
 
 typedef struct mrt__nvrtc_api {

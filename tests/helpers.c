@@ -70,11 +70,19 @@ mrt_context *mrt_test_context(const char *store_path, uint32_t flags)
     return ctx;
 }
 
+static int tests_skipped;
+
+int mrt_test_exit_status(int failures)
+{
+    return failures ? failures : tests_skipped ? MRT_TEST_SKIPPED : 0;
+}
+
 void mrt_test_require_gpu(mrt_context *ctx)
 {
     mrt_device_info info;
     mrt_status rc = mrt_device_get_info(ctx, &info);
     if (rc != MRT_OK) {
+        tests_skipped++;
         fprintf(stderr, "[SKIPPED] no GPU: %s: %s\n", mrt_status_str(rc), mrt_errmsg(ctx));
         skip();
     }
@@ -103,4 +111,10 @@ int mrt_test_run(const char *command, char **output)
     else
         free(buf);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+const char *mrt_test_cli_path(void)
+{
+    const char *env = getenv("MRT_TEST_CLI");
+    return env && *env ? env : MRT_CLI_PATH;
 }

@@ -29,6 +29,14 @@ mrt_context *mrt_test_context(const char *store_path, uint32_t flags);
 /* Skip (cmocka skip(), with a line saying why) unless a GPU is usable through ctx. */
 void mrt_test_require_gpu(mrt_context *ctx);
 
+/* Exit status for a test program: cmocka's failure count, or MRT_TEST_SKIPPED when nothing
+ * failed but some test skipped, so ctest reports the program as skipped, not passed. */
+#define MRT_TEST_SKIPPED 77
+int mrt_test_exit_status(int failures);
+
+/* The marlinrt CLI to run: $MRT_TEST_CLI, else the one this build made. */
+const char *mrt_test_cli_path(void);
+
 /* Run a shell command, capturing stdout+stderr (malloc'd) and the exit status. */
 int mrt_test_run(const char *command, char **output);
 

@@ -11,7 +11,7 @@
 static int cli(const char *env, const char *db, const char *args, char **output)
 {
     char command[4096];
-    snprintf(command, sizeof command, "%s '%s' --db '%s' %s 2>&1", env, MRT_CLI_PATH, db, args);
+    snprintf(command, sizeof command, "%s '%s' --db '%s' %s 2>&1", env, mrt_test_cli_path(), db, args);
     return mrt_test_run(command, output);
 }
 

@@ -65,7 +65,7 @@ static void test_loader__preloaded_store_serves_without_nvrtc(void **state)
     char command[4096];
     /* The child has NVRTC (the override is removed from its environment). */
     snprintf(command, sizeof command,
-             "env -u MARLINRT_NVRTC_PATH '%s' --db '%s' warm --arch sm_90 --kernel dequant_w4 2>&1", MRT_CLI_PATH,
+             "env -u MARLINRT_NVRTC_PATH '%s' --db '%s' warm --arch sm_90 --kernel dequant_w4 2>&1", mrt_test_cli_path(),
              path);
     char *output = NULL;
     int status = mrt_test_run(command, &output);
