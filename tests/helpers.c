@@ -84,6 +84,7 @@ void mrt_test_require_gpu(mrt_context *ctx)
     if (rc != MRT_OK) {
         tests_skipped++;
         fprintf(stderr, "[SKIPPED] no GPU: %s: %s\n", mrt_status_str(rc), mrt_errmsg(ctx));
+        mrt_context_destroy(ctx);
         skip();
     }
 }

@@ -26,7 +26,8 @@ float mrt_test_uniform(float lo, float hi);
 /* Create a context on an in-memory store or at path; fails the test on error. */
 mrt_context *mrt_test_context(const char *store_path, uint32_t flags);
 
-/* Skip (cmocka skip(), with a line saying why) unless a GPU is usable through ctx. */
+/* Skip (cmocka skip(), with a line saying why) unless a GPU is usable through ctx. skip()
+ * leaves the test by longjmp, so ctx is destroyed first; allocate nothing else before it. */
 void mrt_test_require_gpu(mrt_context *ctx);
 
 /* Exit status for a test program: cmocka's failure count, or MRT_TEST_SKIPPED when nothing
