@@ -387,17 +387,19 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
  * Shapes: B is [K, N] (K the reduction depth, N the output columns). The Marlin packing
  * works on 16x16 tiles gathered in blocks of 1024 nibbles, so K must be a multiple of 16
  * and N of 64; group_size is -1 (one scale per column) or a positive divisor of K that is
- * a multiple of 16 (the kernels accept 32, 64, 128). Scale tensors have K/group_size rows
- * (1 for per-channel) and N columns.
+ * a multiple of 16 (the kernels accept 32, 64, 128 and need K, N multiples of 64). Scale
+ * tensors have K/group_size rows (1 for per-channel) and N columns. A group_size equal to K
+ * is per-channel: its single scale row uses the per-channel order, as in the reference.
  *
- * `threads` is the number of worker threads to use; 0 means one per online CPU.
+ * `threads` is the number of worker threads to use; 0 means one per online CPU (negative is
+ * MRT_ERR_INVALID_ARGUMENT).
  * These functions have no context: on failure mrt_thread_errmsg() has the message.
  * They return MRT_OK, MRT_ERR_INVALID_ARGUMENT (null pointer, bad shape or group size,
  * a value out of range), or MRT_ERR_OUT_OF_MEMORY.
  */
 typedef uint16_t mrt_half;
 
-/** Bytes of the packed weight buffer for a [K, N] matrix: K*N/2. */
+/** Bytes of the packed weight buffer for a [K, N] matrix: K*N/2; 0 for an invalid shape. */
 MRT_API size_t mrt_packed_weight_bytes(int64_t k, int64_t n);
 
 /** Number of scale rows for K and group_size (1 for per-channel), 0 if invalid. */
@@ -405,10 +407,12 @@ MRT_API int64_t mrt_scale_rows(int64_t k, int group_size);
 
 /**
  * Quantize fp32 w[K,N] (row-major) to symmetric int4: per group of group_size rows and per
- * column, scale = max|w| / 7 (1 if the group is all zero) and q = clamp(round(w / scale) + 8,
- * 0, 15). Writes the Marlin-packed weights (K*N/8 int32) and the Marlin-ordered scales.
- * Optionally (q_out non-NULL) the integers q[K,N] and (scales_out non-NULL) the scales in
- * plain [K/group, N] order.
+ * column, scale = max|w| / 7 rounded to fp16 first (1 if it is zero or underflows fp16), then
+ * q = clamp(round(w / scale) + 8, 0, 15) with halves rounded away from zero (as roundf).
+ * Writes the Marlin-packed weights (K*N/8 int32) and the Marlin-ordered scales. Optionally
+ * (q_out non-NULL) the integers q[K,N] and (scales_out non-NULL) the scales in plain
+ * [K/group, N] order. Non-finite weights, or a scale above 65504, are
+ * MRT_ERR_INVALID_ARGUMENT; on any failure the outputs are incomplete.
  */
 MRT_API mrt_status mrt_quantize_f32(const float *w, int64_t k, int64_t n, int group_size, int32_t *packed,
                                     mrt_half *marlin_scales, uint8_t *q_out, mrt_half *scales_out, int threads);
@@ -439,13 +443,14 @@ MRT_API mrt_status mrt_repack_gptq(const int32_t *qweight, const mrt_half *scale
                                    int group_size, int32_t *packed, mrt_half *marlin_scales, int threads);
 
 /**
- * CPU reference: C[M,N] = A[M,K] x dequant(B), from the packed form, fp32 accumulation
- * (in float64 internally), C written as fp32 so tests can bound the fp16 rounding.
+ * CPU reference: C[M,N] = A[M,K] x dequant(B), from the packed form (m >= 1), accumulated in
+ * float64 in a fixed order (bitwise the same for any thread count) and written as fp32, so
+ * tests can bound the kernel's fp16 rounding.
  */
 MRT_API mrt_status mrt_reference_gemm(const mrt_half *a, const int32_t *packed, const mrt_half *marlin_scales,
                                       int64_t m, int64_t n, int64_t k, int group_size, float *c, int threads);
 
-/** fp16 bits to float and back (round to nearest even). */
+/** fp16 bits to float and back (round to nearest even; NaN payloads are kept, not quieted). */
 MRT_API float mrt_half_to_float(mrt_half h);
 MRT_API mrt_half mrt_float_to_half(float f);
 

@@ -299,7 +299,8 @@ mrt_status mrt_dequant_w4(mrt_context *ctx, void *stream, uint64_t packed, uint6
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_dequant_w4: k = %lld is not a multiple of group_size %d",
                          (long long)k, group_size);
 
-    mrt_config cfg = {.threads = 256, .group_blocks = group_size == -1 ? -1 : group_size / 16};
+    /* One group spanning all of K is per-channel in the Marlin scale order (see runtime/pack.c). */
+    mrt_config cfg = {.threads = 256, .group_blocks = group_size == -1 || group_size == k ? -1 : group_size / 16};
     mrt__function fn;
     mrt_status rc = mrt__get_function(ctx, MRT_KERNEL_DEQUANT_W4, &cfg, &fn);
     if (rc != MRT_OK)

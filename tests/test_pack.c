@@ -642,9 +642,26 @@ static void test_pack__float_to_half_rounds_ties_to_even(void **state)
 #endif
 }
 
+static void test_pack__group_of_all_k_uses_per_channel_scale_order(void **state)
+{
+    (void)state;
+    /* The reference Marlin packer picks the per-channel table whenever the group is all of K. */
+    const int64_t k = 128, n = 128;
+    mrt_half plain[128], as_group[128], as_channel[128];
+    for (int i = 0; i < 128; i++)
+        plain[i] = (mrt_half)(0x3c00 + i);
+    assert_int_equal(mrt_permute_scales(plain, k, n, 128, as_group), MRT_OK);
+    assert_int_equal(mrt_permute_scales(plain, k, n, -1, as_channel), MRT_OK);
+    assert_memory_equal(as_group, as_channel, sizeof as_group);
+    /* Per-channel order by hand: out[8] = in[2*1 + 0] and out[2] = in[8]. */
+    assert_int_equal(as_channel[8], plain[2]);
+    assert_int_equal(as_channel[2], plain[8]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pack__group_of_all_k_uses_per_channel_scale_order),
         cmocka_unit_test(test_pack__hand_derived_words),
         cmocka_unit_test(test_pack__layout_matches_fragment_formula),
         cmocka_unit_test(test_pack__pack_unpack_round_trip),
