@@ -125,8 +125,9 @@ mrt_status mrt__cubin_fetch(mrt_context *ctx, int arch, const mrt__kernel *kerne
     if (!source)
         MRT_FAIL(err, MRT_ERR_INTERNAL, "kernel %s: source %s was not embedded at build time", kernel->name,
                  kernel->source_file);
-    if (kernel->name_expression(cfg, expression, sizeof expression) >= (int)sizeof expression)
-        MRT_FAIL(err, MRT_ERR_INTERNAL, "kernel %s: name expression too long", kernel->name);
+    int expression_length = kernel->name_expression(cfg, expression, sizeof expression);
+    if (expression_length < 0 || expression_length >= (int)sizeof expression)
+        MRT_FAIL(err, MRT_ERR_INTERNAL, "kernel %s: cannot form the name expression", kernel->name);
     mrt__config_format(cfg, config_text, sizeof config_text);
     nvrtc_options(arch, arch_option, options, joined, sizeof joined);
 

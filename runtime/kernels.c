@@ -3,6 +3,7 @@
  * template instance NVRTC compiles.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime.h"
@@ -43,8 +44,46 @@ static mrt_status dequant_default_configs(mrt_config *configs, size_t capacity, 
     return MRT_OK;
 }
 
+/* Every configuration mrt_gemm may pick, over all group sizes, each once. */
+static mrt_status marlin_default_configs(mrt_config *configs, size_t capacity, size_t *count)
+{
+    static const int group_sizes[] = {-1, 32, 64, 128};
+    mrt_config all[256];
+    size_t total = 0;
+    for (size_t g = 0; g < sizeof group_sizes / sizeof group_sizes[0]; g++) {
+        size_t n = 0;
+        mrt_status rc = mrt_gemm_candidates(group_sizes[g], NULL, 0, &n);
+        if (rc != MRT_OK)
+            return rc;
+        mrt_config *batch = calloc(n ? n : 1, sizeof *batch);
+        if (!batch)
+            return mrt__fail(mrt__thread_err(), MRT_ERR_OUT_OF_MEMORY, "out of memory listing configurations");
+        rc = mrt_gemm_candidates(group_sizes[g], batch, n, &n);
+        for (size_t i = 0; rc == MRT_OK && i < n; i++) {
+            size_t j = 0;
+            while (j < total && memcmp(&all[j], &batch[i], sizeof batch[i]) != 0)
+                j++;
+            if (j < total)
+                continue;
+            if (total == sizeof all / sizeof all[0])
+                rc = mrt__fail(mrt__thread_err(), MRT_ERR_INTERNAL, "more than %zu GEMM configurations", total);
+            else
+                all[total++] = batch[i];
+        }
+        free(batch);
+        if (rc != MRT_OK)
+            return rc;
+    }
+    for (size_t i = 0; i < total && i < capacity; i++)
+        configs[i] = all[i];
+    *count = total;
+    return MRT_OK;
+}
+
 static const mrt__kernel kernels[] = {
     {MRT_KERNEL_DEQUANT_W4, "dequant_w4.cu", dequant_name_expression, dequant_validate, dequant_default_configs},
+    {MRT_KERNEL_MARLIN_W4A16, "marlin_w4a16.cu", mrt__marlin_name_expression, mrt__marlin_validate,
+     marlin_default_configs},
 };
 
 const mrt__kernel *mrt__kernel_find(const char *name)

@@ -89,6 +89,10 @@ typedef struct mrt__kernel {
     mrt_status (*default_configs)(mrt_config *configs, size_t capacity, size_t *count);
 } mrt__kernel;
 
+/* The marlin_w4a16 kernel's hooks (runtime/gemm.c). */
+int mrt__marlin_name_expression(const mrt_config *cfg, char *buf, size_t size);
+mrt_status mrt__marlin_validate(const mrt_config *cfg, mrt__err *err);
+
 /* The kernel with this name, or NULL. */
 const mrt__kernel *mrt__kernel_find(const char *name);
 /* The source a kernel is compiled from (never NULL for a registered kernel). */

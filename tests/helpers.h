@@ -33,6 +33,8 @@ void mrt_test_require_gpu(mrt_context *ctx);
 /* Exit status for a test program: cmocka's failure count, or MRT_TEST_SKIPPED when nothing
  * failed but some test skipped, so ctest reports the program as skipped, not passed. */
 #define MRT_TEST_SKIPPED 77
+/* Count a skip made without mrt_test_require_gpu (call before skip()). */
+void mrt_test_note_skip(void);
 int mrt_test_exit_status(int failures);
 
 /* The marlinrt CLI to run: $MRT_TEST_CLI, else the one this build made. */

@@ -45,15 +45,18 @@ run)
   done
   # Memory and race checks of the kernels on the GPU tests.
   if command -v compute-sanitizer >/dev/null 2>&1; then
+    # test_gemm under MRT_TEST_QUICK=1: a representative subset of shapes, M and configs.
     for tool in memcheck racecheck; do
-      set +e
-      MARLINRT_CACHE="$store_root/sanitizer/cache.db" compute-sanitizer --tool "$tool" --error-exitcode 3 \
-        "$root/tests/test_device" >"$logs/sanitizer-$tool.log" 2>&1
-      rc=$?
-      set -e
-      if [ $rc -eq 0 ]; then summary+="PASS compute-sanitizer $tool test_device"$'\n'
-      else failed=$((failed + 1)); summary+="FAIL compute-sanitizer $tool test_device (exit $rc)"$'\n'
-        tail -40 "$logs/sanitizer-$tool.log"; fi
+      for prog in test_device test_gemm; do
+        set +e
+        MRT_TEST_QUICK=1 MARLINRT_CACHE="$store_root/sanitizer/cache.db" compute-sanitizer --tool "$tool" \
+          --error-exitcode 3 "$root/tests/$prog" gpu >"$logs/sanitizer-$tool-$prog.log" 2>&1
+        rc=$?
+        set -e
+        if [ $rc -eq 0 ]; then summary+="PASS compute-sanitizer $tool $prog"$'\n'
+        else failed=$((failed + 1)); summary+="FAIL compute-sanitizer $tool $prog (exit $rc)"$'\n'
+          tail -40 "$logs/sanitizer-$tool-$prog.log"; fi
+      done
     done
   else
     summary+="SKIP compute-sanitizer (not installed)"$'\n'

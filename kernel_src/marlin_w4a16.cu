@@ -1,0 +1,690 @@
+/*
+ * marlin_w4a16.cu: C[M,N] = A[M,K] x dequant(B[K,N]) in the Marlin design.
+ *
+ *   A  fp16, row-major [M, K]
+ *   B  symmetric int4 (value q in 0..15 stands for (q - 8) * scale), Marlin-packed
+ *   s  fp16 scales in the Marlin scale order: [K / group, N] or [1, N] per channel
+ *   C  fp16, row-major [M, N]; products are accumulated in fp32 and rounded once
+ *
+ * This file is compiled by NVRTC with no include path, so it includes nothing: the
+ * vector types int4 and float4 are NVRTC built-ins, and every fp16 operation is inline
+ * PTX on 32-bit registers holding two halves (low half = element 0).
+ *
+ * Design, in brief:
+ *   - The block tile is (16*TMB rows) x (16*TNB columns) of C, swept along K in steps of
+ *     16*TKB. Each step ("tile") is copied global -> shared with cp.async into one slot of
+ *     a STAGES-deep ring, while older slots feed the tensor cores.
+ *   - Warps are laid out WARPS_N along N (64 columns each) by WARPS_K along K: within a
+ *     tile, warp (wn, wk) handles the 16-deep rows wk, wk + WARPS_K, ... ("sub-steps").
+ *     Their partial sums are added in shared memory at the end (block reduction).
+ *   - A fragments come from shared memory through ldmatrix; B words are turned into fp16
+ *     with lop3 and the 0x6400 exponent trick, then fed to mma.m16n8k16 (fp32 accumulate).
+ *   - Work is striped: the tiles of all (M chunk, N column, K step) triples are numbered
+ *     K-step fastest and cut into gridDim.x equal stripes, one per block, so every SM
+ *     gets the same amount of weight streaming whatever the shape. A column whose K
+ *     range is split between blocks is summed through a serialised fp32 reduction in the
+ *     workspace, ordered by an int32 lock per column.
+ *
+ * Launch contract (runtime/gemm.c builds it; docs/kernel.md repeats it):
+ *   grid  (G, 1, 1) with 1 <= G; every block beyond the number of tiles simply exits
+ *   block (THREADS, 1, 1)
+ *   dynamic shared memory >= marlin_w4a16_smem_bytes<...>() (checked; the kernel traps)
+ *   prob_m >= 1 rows, cut into chunks of 16*TMB rows (the last one may be partial)
+ *   prob_n % (16*TNB) == 0, prob_k % (16*TKB) == 0, prob_k % (16*GROUP_BLOCKS) == 0
+ *   every index prob_m*prob_k/8, prob_m*prob_n/8, prob_k*prob_n/32 and the tile count
+ *     fits in a signed 32-bit int
+ *   locks     G int32, zero on entry, zero again on exit
+ *   partials  G * 16*TMB * 16*TNB floats, any content on entry, zero on exit
+ *   concurrent launches must not share locks or partials
+ */
+
+typedef unsigned int mrt_u32;
+
+/* ------------------------------------------------------------------------------------ */
+/* PTX wrappers                                                                          */
+/* ------------------------------------------------------------------------------------ */
+
+/* Shared-window address of a pointer into shared memory, as cp.async and ldmatrix take it. */
+__device__ __forceinline__ mrt_u32 mrt_smem_addr(const void *ptr)
+{
+    mrt_u32 addr;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(addr) : "l"(ptr));
+    return addr;
+}
+
+/* 16-byte asynchronous copy global -> shared that bypasses L1 (.cg). With src_bytes 0
+ * nothing is read and the destination is zero-filled; rows past M use that. */
+__device__ __forceinline__ void mrt_cp_async16(mrt_u32 dst, const void *src, int src_bytes)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+
+__device__ __forceinline__ void mrt_cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+
+/* Wait until at most PENDING committed groups of this thread are still in flight. */
+template <int PENDING> __device__ __forceinline__ void mrt_cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory");
+}
+
+/* Four 8x8 b16 matrices from shared memory: lane i gives the address of row i % 8 of
+ * matrix i / 8 and receives, in register r, its part of matrix r in the mma layout. */
+__device__ __forceinline__ void mrt_ldmatrix_x4(mrt_u32 (&frag)[4], mrt_u32 addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(frag[0]), "=r"(frag[1]), "=r"(frag[2]), "=r"(frag[3])
+                 : "r"(addr));
+}
+
+/* acc += a (16x16, row-major fragment) x b (16x8, column-major fragment), fp32 accumulate. */
+__device__ __forceinline__ void mrt_mma_16816(float (&acc)[4], const mrt_u32 (&a)[4], mrt_u32 b0, mrt_u32 b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* (a & b) | c in one LOP3: with a = 0xf0, b = 0xcc, c = 0xaa the table is 0xea. */
+__device__ __forceinline__ mrt_u32 mrt_and_or(mrt_u32 a, mrt_u32 b, mrt_u32 c)
+{
+    mrt_u32 d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+__device__ __forceinline__ mrt_u32 mrt_hsub2(mrt_u32 a, mrt_u32 b)
+{
+    mrt_u32 d;
+    asm("sub.rn.f16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+}
+
+__device__ __forceinline__ mrt_u32 mrt_hmul2(mrt_u32 a, mrt_u32 b)
+{
+    mrt_u32 d;
+    asm("mul.rn.f16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+}
+
+__device__ __forceinline__ mrt_u32 mrt_hfma2(mrt_u32 a, mrt_u32 b, mrt_u32 c)
+{
+    mrt_u32 d;
+    asm("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+/* Copy the low (SEL 0x1010) or high (SEL 0x3232) half of x into both halves. */
+template <int SEL> __device__ __forceinline__ mrt_u32 mrt_broadcast_half(mrt_u32 x)
+{
+    mrt_u32 d;
+    asm("prmt.b32 %0, %1, %1, %2;\n" : "=r"(d) : "r"(x), "n"(SEL));
+    return d;
+}
+
+/* Round two floats to fp16 and pack them: lo goes to the low half. */
+__device__ __forceinline__ mrt_u32 mrt_pack_half2(float lo, float hi)
+{
+    mrt_u32 d;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+
+/* Both halves of x as floats (exact). */
+__device__ __forceinline__ void mrt_unpack_half2(mrt_u32 x, float &lo, float &hi)
+{
+    asm("{ .reg .b16 l, h; mov.b32 {l, h}, %2; cvt.f32.f16 %0, l; cvt.f32.f16 %1, h; }\n"
+        : "=f"(lo), "=f"(hi)
+        : "r"(x));
+}
+
+/* L2-only accesses to the fp32 partial sums: after the lock hand-over they must not be
+ * served from a stale L1 line. */
+__device__ __forceinline__ float4 mrt_load_cg(const float4 *ptr)
+{
+    float4 v;
+    asm volatile("ld.global.cg.v4.f32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                 : "l"(ptr)
+                 : "memory");
+    return v;
+}
+
+__device__ __forceinline__ void mrt_store_cg(float4 *ptr, float4 v)
+{
+    asm volatile("st.global.cg.v4.f32 [%0], {%1,%2,%3,%4};\n" ::"l"(ptr), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w)
+                 : "memory");
+}
+
+/* Block-wide: wait until *lock == value. Thread 0 spins with acquire loads at GPU scope;
+ * the barrier then orders every thread of the block after that acquire. */
+__device__ __forceinline__ void mrt_lock_wait(const int *lock, int value)
+{
+    if (threadIdx.x == 0) {
+        int seen;
+        do {
+            asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(seen) : "l"(lock) : "memory");
+        } while (seen != value);
+    }
+    __syncthreads();
+}
+
+/* Block-wide: hand the lock to the next block (add 1 with release semantics), or put it
+ * back to 0 when this block was the last user. Every thread that wrote data the next
+ * block reads has fenced before calling; the barrier orders those writes before the
+ * release of thread 0. */
+__device__ __forceinline__ void mrt_lock_release(int *lock, bool reset)
+{
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        if (reset)
+            asm volatile("st.relaxed.gpu.global.b32 [%0], %1;\n" ::"l"(lock), "r"(0) : "memory");
+        else
+            asm volatile("red.release.gpu.global.add.s32 [%0], %1;\n" ::"l"(lock), "r"(1) : "memory");
+    }
+}
+
+__device__ __forceinline__ void mrt_fence_gpu()
+{
+    asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
+}
+
+__device__ __forceinline__ int mrt_imin(int a, int b)
+{
+    return a < b ? a : b;
+}
+
+/*
+ * Dequantize one packed B word into the two 16x8 B fragments it carries.
+ *
+ * Packed layout (what the host packer produces, see seeds/002 build_marlin_perm): B is cut
+ * into 16 (K) x 64 (N) blocks of 1024 nibbles, stored row of blocks after row of blocks:
+ * the int4 at index kt * (N/2) + 32 * (n / 64) + lane belongs to K rows 16*kt .. 16*kt+15,
+ * columns 64*(n/64) .. +63, and holds exactly what mma lane `lane` needs. Its word j covers
+ * the 16 columns 64*(n/64) + 16*j .. +15 as two n8 fragments: with r = 2 * (lane % 4) and
+ * c = lane / 4, the nibbles of the word, lowest first, are
+ *     (r, c) (r+8, c) (r, c+8) (r+8, c+8) (r+1, c) (r+9, c) (r+1, c+8) (r+9, c+8)
+ * as (k row, column) inside the 16x16 sub-tile. The mma B fragment of an n8 block is
+ * {k = r, r+1} and {k = r+8, r+9} at column c, so nibbles 0/4 and 1/5 form the first
+ * fragment (columns 0..7) and, after a shift by 8, nibbles 2/6 and 3/7 the second.
+ *
+ * Conversion: OR-ing a nibble v into the mantissa of fp16 1024.0 (0x6400) gives 1024 + v;
+ * a nibble sitting 4 bits higher gives 1024 + 16 v. Hence
+ *     (1024 + v) - 1032         = v - 8
+ *     (1024 + 16 v) / 16 - 72   = v - 8
+ * both exact in fp16 (0x6408 = 1032, 0x2c00 = 1/16, 0xd480 = -72).
+ */
+__device__ __forceinline__ void mrt_dequant(mrt_u32 word, mrt_u32 (&frag)[2])
+{
+    const mrt_u32 lo = mrt_and_or(word, 0x000f000fu, 0x64006400u);
+    const mrt_u32 hi = mrt_and_or(word, 0x00f000f0u, 0x64006400u);
+    frag[0] = mrt_hsub2(lo, 0x64086408u);
+    frag[1] = mrt_hfma2(hi, 0x2c002c00u, 0xd480d480u);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Shared-memory budget, shared with the host (runtime/gemm.c has the same formula)     */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * Bytes of dynamic shared memory a configuration needs: the largest of
+ *   pipeline   STAGES * (A tile + B tile + scale rows)
+ *              A tile      16*TMB rows x 2*TKB int4      = 512*TMB*TKB bytes
+ *              B tile      TKB rows x 8*TNB int4         = 128*TNB*TKB bytes
+ *              scale rows  (TKB/GROUP_BLOCKS or 1) x 2*TNB int4, none per channel
+ *   reduction  (THREADS/32 - TNB/4) warps x 8 fragments x 32 lanes x 16 bytes
+ *   output     16*TMB rows x (2*TNB + 1) int4 (one int4 of padding per row)
+ */
+template <int THREADS, int TMB, int TNB, int TKB, int STAGES, int GROUP_BLOCKS>
+__device__ constexpr int marlin_w4a16_smem_bytes()
+{
+    const int scale_rows = GROUP_BLOCKS == -1 ? 0 : (GROUP_BLOCKS < TKB ? TKB / GROUP_BLOCKS : 1);
+    const int pipeline = STAGES * (32 * TMB * TKB + 8 * TNB * TKB + scale_rows * 2 * TNB);
+    const int reduction = (THREADS / 32 - TNB / 4) * 256;
+    const int output = 16 * TMB * (2 * TNB + 1);
+    int int4s = pipeline;
+    if (reduction > int4s)
+        int4s = reduction;
+    if (output > int4s)
+        int4s = output;
+    return 16 * int4s;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* The kernel                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * Template parameters (the fields of mrt_config):
+ *   THREADS           128 or 256
+ *   THREAD_M_BLOCKS   16-row blocks of A per chunk (1..4)
+ *   THREAD_N_BLOCKS   16-column blocks per block tile (4, 8, 16)
+ *   THREAD_K_BLOCKS   16-deep blocks per pipeline stage (4, 8, 16)
+ *   STAGES            depth of the cp.async ring (2..8)
+ *   GROUP_BLOCKS      16-deep blocks per scale group (2, 4, 8), or -1 for per-channel scales
+ * with THREAD_N_BLOCKS * THREAD_K_BLOCKS * 8 a multiple of THREADS.
+ *
+ * Parameters: A, B, C, s as in the header comment (as int4, 16-byte units); prob_m, prob_n,
+ * prob_k the problem shape of this launch; locks and partials the workspace (see the
+ * launch contract above).
+ */
+template <int THREADS, int THREAD_M_BLOCKS, int THREAD_N_BLOCKS, int THREAD_K_BLOCKS, int STAGES, int GROUP_BLOCKS>
+__global__ void __launch_bounds__(THREADS, 1)
+    marlin_w4a16(const int4 *__restrict__ A, const int4 *__restrict__ B, int4 *__restrict__ C,
+                 const int4 *__restrict__ s, int prob_m, int prob_n, int prob_k, int *locks, float4 *partials)
+{
+    constexpr int TMB = THREAD_M_BLOCKS;
+    constexpr int TNB = THREAD_N_BLOCKS;
+    constexpr int TKB = THREAD_K_BLOCKS;
+    constexpr bool GROUPED = GROUP_BLOCKS != -1;
+
+    static_assert(THREADS == 128 || THREADS == 256, "THREADS must be 128 or 256");
+    static_assert(TMB >= 1 && TMB <= 4, "THREAD_M_BLOCKS must be 1..4");
+    static_assert(TNB == 4 || TNB == 8 || TNB == 16, "THREAD_N_BLOCKS must be 4, 8 or 16");
+    static_assert(TKB == 4 || TKB == 8 || TKB == 16, "THREAD_K_BLOCKS must be 4, 8 or 16");
+    static_assert(STAGES >= 2 && STAGES <= 8, "STAGES must be 2..8");
+    static_assert(GROUP_BLOCKS == -1 || GROUP_BLOCKS == 2 || GROUP_BLOCKS == 4 || GROUP_BLOCKS == 8,
+                  "GROUP_BLOCKS must be -1, 2, 4 or 8");
+
+    /* Warp layout: WARPS_N warps side by side along N, each owning 64 columns (the width
+     * of one packed block, i.e. one int4 of B per lane per 16 K rows); the remaining
+     * factor WARPS_K splits the 16-deep rows of a tile. Warp w is (wn, wk) = (w % WARPS_N,
+     * w / WARPS_N); SUB_STEPS 16-deep rows per tile fall to each warp. */
+    constexpr int WARPS = THREADS / 32;
+    constexpr int WARPS_N = TNB / 4;
+    constexpr int WARPS_K = WARPS / WARPS_N;
+    constexpr int SUB_STEPS = TKB / WARPS_K;
+    static_assert(WARPS % WARPS_N == 0 && WARPS_K >= 1 && TKB % WARPS_K == 0 && SUB_STEPS >= 1,
+                  "THREAD_N_BLOCKS * THREAD_K_BLOCKS * 8 must be a multiple of THREADS");
+
+    /* Shared A tile: 16*TMB rows x A_ROW int4 (8 halves each) of K. Element (row, col) is
+     * stored at row * A_ROW + (col ^ (row % 8)): the XOR spreads the 8 rows that one
+     * ldmatrix phase reads (same col, consecutive rows) over the 8 distinct 16-byte bank
+     * groups, and keeps the 8 consecutive int4 of one cp.async phase distinct as well. */
+    constexpr int A_ROW = 2 * TKB;
+    constexpr int A_STAGE = 16 * TMB * A_ROW;
+    constexpr int A_ITERS = (A_STAGE + THREADS - 1) / THREADS;
+    constexpr int A_ROWS_PER_ITER = THREADS / A_ROW;
+    static_assert(THREADS % A_ROW == 0, "A rows must tile the block");
+
+    /* Shared B tile: TKB rows (16 K each) x B_ROW int4, a straight copy of the packed rows
+     * kt = TKB*tile .. TKB*tile + TKB-1, columns 16*TNB*col .. +16*TNB-1 (B_ROW = 32 lanes x
+     * TNB/4 blocks of 64 columns). int4 number tid + THREADS*k of the tile is the one
+     * thread tid needs in sub-step k: row wk + WARPS_K*k, block wn, lane. */
+    constexpr int B_ROW = 8 * TNB;
+    constexpr int B_STAGE = TKB * B_ROW;
+    constexpr int B_ITERS = B_STAGE / THREADS;
+    static_assert(B_ITERS == SUB_STEPS, "B tile and sub-steps disagree");
+
+    /* Shared scale rows of one tile (grouped only): S_GROUPS rows of S_ROW int4, the
+     * scale rows of the groups the tile's K range spans (one when a group is at least as
+     * deep as a tile). Marlin scale order inside a row: the int4 number 8*(n/64) + i holds
+     * the scales of columns 64*(n/64) + i + 8*j, j = 0..7, i.e. word w = (column c + 16 w,
+     * column c + 16 w + 8) for mma lane column c = i: the two n8 fragments of sub-tile w. */
+    constexpr int S_ROW = 2 * TNB;
+    constexpr int S_GROUPS = !GROUPED ? 0 : (GROUP_BLOCKS < TKB ? TKB / GROUP_BLOCKS : 1);
+    constexpr int S_STAGE = S_GROUPS * S_ROW;
+    constexpr int S_ITERS = (S_STAGE + THREADS - 1) / THREADS;
+
+    /* The register pipeline double-buffers the fragments of consecutive sub-steps; the
+     * main loop is unrolled over PERIOD tiles so that both the ring slot and the register
+     * buffer of every sub-step are compile-time constants. */
+    constexpr int PERIOD = (STAGES * SUB_STEPS) % 2 == 0 ? STAGES : 2 * STAGES;
+
+    constexpr int SMEM_BYTES = marlin_w4a16_smem_bytes<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>();
+    constexpr int CHUNK_ROWS = 16 * TMB;
+    /* Fragments of one warp (TMB m-blocks x 4 sub-tiles x 2 n8 halves), as float4. */
+    constexpr int FRAGS = TMB * 8;
+
+    extern __shared__ int4 smem[];
+    int4 *const sh_a = smem;
+    int4 *const sh_b = sh_a + STAGES * A_STAGE;
+    int4 *const sh_s = sh_b + STAGES * B_STAGE;
+
+    {
+        mrt_u32 dynamic_smem;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_smem));
+        if (dynamic_smem < (mrt_u32)SMEM_BYTES || prob_m < 1 || prob_n % (16 * TNB) != 0 ||
+            prob_k % (16 * TKB) != 0 || (GROUPED && prob_k % (16 * GROUP_BLOCKS) != 0))
+            asm volatile("trap;");
+    }
+
+    const int tid = threadIdx.x;
+    const int lane = tid % 32;
+    const int warp = tid / 32;
+    const int wn = warp % WARPS_N;
+    const int wk = warp / WARPS_N;
+
+    /* Global strides, in int4: a row of A is K halves, a packed row of B (16 K rows) is
+     * N*16 nibbles, a row of scales or of C is N halves. */
+    const int a_gl_row = prob_k / 8;
+    const int b_gl_row = prob_n / 2;
+    const int s_gl_row = prob_n / 8;
+    const int c_gl_row = prob_n / 8;
+
+    /* Striped partition. Tiles are numbered t = slice * k_tiles + kt with slice = chunk *
+     * n_tiles + col; block b owns t in [b * iters, (b+1) * iters). A run of its tiles with
+     * one slice is a segment. The blocks that share slice `slice` are first ..= last with
+     * first = slice*k_tiles / iters and last = ((slice+1)*k_tiles - 1) / iters; every one of
+     * them owns at least one tile of it. */
+    const int k_tiles = prob_k / (16 * TKB);
+    const int n_tiles = prob_n / (16 * TNB);
+    const int chunks = (prob_m + CHUNK_ROWS - 1) / CHUNK_ROWS;
+    const int total = k_tiles * n_tiles * chunks;
+    const int iters = (total + (int)gridDim.x - 1) / (int)gridDim.x;
+    int tile = (int)blockIdx.x * iters;
+    const int stripe_end = mrt_imin(tile + iters, total);
+
+    const mrt_u32 sh_a_addr = mrt_smem_addr(sh_a);
+    const mrt_u32 sh_b_addr = mrt_smem_addr(sh_b);
+    const mrt_u32 sh_s_addr = mrt_smem_addr(sh_s);
+
+    mrt_u32 frag_a[2][TMB][4];
+    mrt_u32 frag_b[2][4];
+    mrt_u32 frag_s[2][4];
+    float acc[TMB][4][2][4];
+
+    while (tile < stripe_end) {
+        const int slice = tile / k_tiles;
+        const int kt_first = tile - slice * k_tiles;
+        const int kt_count = mrt_imin(k_tiles - kt_first, stripe_end - tile);
+        const int chunk = slice / n_tiles;
+        const int col = slice - chunk * n_tiles;
+        const int rows = mrt_imin(CHUNK_ROWS, prob_m - chunk * CHUNK_ROWS);
+        const int first_block = slice * k_tiles / iters;
+        const int last_block = ((slice + 1) * k_tiles - 1) / iters;
+        const int slice_blocks = last_block - first_block + 1;
+        /* Reduction order: the block holding the highest K rows finishes them first (they
+         * open its stripe), the block holding row 0 last (they close its stripe), so the
+         * order runs from last_block down to first_block, which writes C. */
+        const int order = last_block - (int)blockIdx.x;
+        const bool writes_c = order == slice_blocks - 1;
+
+        const int4 *const a_chunk = A + chunk * CHUNK_ROWS * a_gl_row;
+        const int4 *const b_col = B + col * B_ROW;
+        const int4 *const s_col = s + col * S_ROW;
+
+        /* Copy tile kt (K step kt of this slice) into ring slot `slot`. */
+        auto fetch_tile = [&](int slot, int kt) {
+            /* A: thread tid copies (row, c) = (tid / A_ROW + i * A_ROWS_PER_ITER, tid % A_ROW)
+             * from A[chunk row `row`, K int4 kt * A_ROW + c]; rows past the chunk's end are
+             * zero-filled from a harmless in-bounds address. */
+            const mrt_u32 a_dst = sh_a_addr + 16u * (mrt_u32)(slot * A_STAGE);
+#pragma unroll
+            for (int i = 0; i < A_ITERS; i++) {
+                const int row = tid / A_ROW + i * A_ROWS_PER_ITER;
+                const int c = tid % A_ROW;
+                if (A_STAGE % THREADS == 0 || tid + i * THREADS < A_STAGE) {
+                    const bool valid = row < rows;
+                    mrt_cp_async16(a_dst + 16u * (mrt_u32)(row * A_ROW + (c ^ (row % 8))),
+                                   a_chunk + (valid ? row : 0) * a_gl_row + kt * A_ROW + c, valid ? 16 : 0);
+                }
+            }
+            /* B: tile int4 number tid + i*THREADS sits at (row, c) = (tid / B_ROW + i *
+             * THREADS / B_ROW, tid % B_ROW), from packed row kt*TKB + row. */
+            const mrt_u32 b_dst = sh_b_addr + 16u * (mrt_u32)(slot * B_STAGE + tid);
+            const int4 *b_src = b_col + (kt * TKB + tid / B_ROW) * b_gl_row + tid % B_ROW;
+#pragma unroll
+            for (int i = 0; i < B_ITERS; i++)
+                mrt_cp_async16(b_dst + 16u * (mrt_u32)(i * THREADS), b_src + i * (THREADS / B_ROW) * b_gl_row, 16);
+            /* Scales: rows g0 .. g0 + S_GROUPS - 1 with g0 the group of the tile's first row. */
+            if (GROUPED) {
+                const int g0 = kt * TKB / (GROUPED ? GROUP_BLOCKS : 1);
+                const mrt_u32 s_dst = sh_s_addr + 16u * (mrt_u32)(slot * S_STAGE);
+#pragma unroll
+                for (int i = 0; i < S_ITERS; i++) {
+                    const int idx = tid + i * THREADS;
+                    if (idx < S_STAGE)
+                        mrt_cp_async16(s_dst + 16u * (mrt_u32)idx, s_col + (g0 + idx / S_ROW) * s_gl_row + idx % S_ROW,
+                                       16);
+                }
+            }
+        };
+
+        /* Load the fragments of sub-step k of ring slot `slot` into register buffer `buf`.
+         * The warp's 16-deep row in the tile is kk = wk + WARPS_K * k. A: ldmatrix lane i
+         * addresses row 16*mb + i % 16, K int4 2*kk + i / 16, which yields the mma A
+         * fragment of m-block mb (matrices: rows 0-7/8-15 x K 0-7, then x K 8-15). */
+        auto load_fragments = [&](int buf, int slot, int k) {
+            const int kk = wk + WARPS_K * k;
+            const int a_col = (2 * kk + lane / 16) ^ (lane % 8); /* row % 8 == lane % 8 */
+#pragma unroll
+            for (int mb = 0; mb < TMB; mb++) {
+                const int a_idx = slot * A_STAGE + (16 * mb + lane % 16) * A_ROW + a_col;
+                mrt_ldmatrix_x4(frag_a[buf][mb], sh_a_addr + 16u * (mrt_u32)a_idx);
+            }
+            const int4 bq = sh_b[slot * B_STAGE + tid + k * THREADS];
+            frag_b[buf][0] = (mrt_u32)bq.x;
+            frag_b[buf][1] = (mrt_u32)bq.y;
+            frag_b[buf][2] = (mrt_u32)bq.z;
+            frag_b[buf][3] = (mrt_u32)bq.w;
+            if (GROUPED) {
+                const int group = GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0;
+                const int4 sv = sh_s[slot * S_STAGE + group * S_ROW + 8 * wn + lane / 4];
+                frag_s[buf][0] = (mrt_u32)sv.x;
+                frag_s[buf][1] = (mrt_u32)sv.y;
+                frag_s[buf][2] = (mrt_u32)sv.z;
+                frag_s[buf][3] = (mrt_u32)sv.w;
+            }
+        };
+
+        /* Multiply register buffer `buf`: sub-tile j's word gives the B fragments of its two
+         * n8 halves, scaled per group (per-channel scales are applied once at the end). */
+        auto multiply = [&](int buf) {
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                mrt_u32 b_lo[2], b_hi[2];
+                mrt_dequant(frag_b[buf][j], b_lo);
+                mrt_dequant(frag_b[buf][j] >> 8, b_hi);
+                if (GROUPED) {
+                    const mrt_u32 s_lo = mrt_broadcast_half<0x1010>(frag_s[buf][j]);
+                    const mrt_u32 s_hi = mrt_broadcast_half<0x3232>(frag_s[buf][j]);
+                    b_lo[0] = mrt_hmul2(b_lo[0], s_lo);
+                    b_lo[1] = mrt_hmul2(b_lo[1], s_lo);
+                    b_hi[0] = mrt_hmul2(b_hi[0], s_hi);
+                    b_hi[1] = mrt_hmul2(b_hi[1], s_hi);
+                }
+#pragma unroll
+                for (int mb = 0; mb < TMB; mb++) {
+                    mrt_mma_16816(acc[mb][j][0], frag_a[buf][mb], b_lo[0], b_lo[1]);
+                    mrt_mma_16816(acc[mb][j][1], frag_a[buf][mb], b_hi[0], b_hi[1]);
+                }
+            }
+        };
+
+        /* Prologue: tiles 0 .. STAGES-2 of the segment into slots 0 .. STAGES-2, one commit
+         * group per tile even when there is no tile, so that group counting stays exact. */
+#pragma unroll
+        for (int i = 0; i < STAGES - 1; i++) {
+            if (i < kt_count)
+                fetch_tile(i, kt_first + i);
+            mrt_cp_async_commit();
+        }
+#pragma unroll
+        for (int mb = 0; mb < TMB; mb++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        acc[mb][j][h][e] = 0.0f;
+        mrt_cp_async_wait<STAGES - 2>();
+        __syncthreads();
+        load_fragments(0, 0, 0);
+
+        /* Main loop. Tile `done` lives in slot done % STAGES (p below). In its last
+         * sub-step the block refills slot (p - 1) % STAGES with tile done + STAGES - 1:
+         * that slot's last reader was a load_fragments issued before the barrier of the
+         * previous tile, so every warp is past it. Then it waits for tile done + 1 (at most
+         * STAGES - 2 newer groups pending), syncs, and loads its first sub-step, which
+         * overlaps with the multiply of the current last sub-step. */
+        int done = 0;
+        while (done < kt_count) {
+#pragma unroll
+            for (int p = 0; p < PERIOD; p++) {
+#pragma unroll
+                for (int k = 0; k < SUB_STEPS; k++) {
+                    const int step = p * SUB_STEPS + k;
+                    if (k == SUB_STEPS - 1) {
+                        if (done + STAGES - 1 < kt_count)
+                            fetch_tile((p + STAGES - 1) % STAGES, kt_first + done + STAGES - 1);
+                        mrt_cp_async_commit();
+                        mrt_cp_async_wait<STAGES - 2>();
+                        __syncthreads();
+                        load_fragments((step + 1) % 2, (p + 1) % STAGES, 0);
+                    } else {
+                        load_fragments((step + 1) % 2, p % STAGES, k + 1);
+                    }
+                    multiply(step % 2);
+                }
+                done++;
+                if (done == kt_count)
+                    break;
+            }
+        }
+
+        /* Epilogue. The ring is reused from here on: drain it and let every warp finish
+         * its last (speculative) fragment loads. */
+        mrt_cp_async_wait<0>();
+        __syncthreads();
+
+        /* Block reduction over the WARPS_K warps of each column group: for each m-block,
+         * warps wk > 0 park their fragments in shared memory (warp-slot (wk-1)*WARPS_N + wn,
+         * fragment f, lane: consecutive lanes, consecutive 16 bytes), warps wk == 0 add them
+         * in a fixed order. M-blocks wholly past the chunk's rows are skipped. */
+        if (WARPS_K > 1) {
+            float4 *const red = reinterpret_cast<float4 *>(smem);
+#pragma unroll
+            for (int mb = 0; mb < TMB; mb++) {
+                if (16 * mb < rows) {
+                    if (wk > 0) {
+#pragma unroll
+                        for (int f = 0; f < 8; f++) {
+                            const float *a = acc[mb][f / 2][f % 2];
+                            red[((wk - 1) * WARPS_N + wn) * 256 + f * 32 + lane] = make_float4(a[0], a[1], a[2], a[3]);
+                        }
+                    }
+                    __syncthreads();
+                    if (wk == 0) {
+#pragma unroll
+                        for (int w = 1; w < WARPS_K; w++) {
+#pragma unroll
+                            for (int f = 0; f < 8; f++) {
+                                const float4 v = red[((w - 1) * WARPS_N + wn) * 256 + f * 32 + lane];
+                                float *a = acc[mb][f / 2][f % 2];
+                                a[0] += v.x;
+                                a[1] += v.y;
+                                a[2] += v.z;
+                                a[3] += v.w;
+                            }
+                        }
+                    }
+                    __syncthreads();
+                }
+            }
+        }
+
+        /* Global reduction between the blocks of a split slice. The slice's slot is the
+         * index of its first block: two split slices never share a first block (if they
+         * did, the earlier one would lie wholly inside that block's stripe and not be
+         * split), so lock and partial buffer are private to the slice for this launch.
+         * Partial layout, as float4: ((mb*8 + f) * WARPS_N + wn) * 32 + lane, written and
+         * read only by warps wk == 0 (which hold the block's sums). The block that writes
+         * C leaves zeros behind, and the lock at 0. */
+        if (slice_blocks > 1) {
+            int *const lock = locks + first_block;
+            float4 *const partial = partials + first_block * (FRAGS * WARPS_N * 32);
+            mrt_lock_wait(lock, order);
+            if (wk == 0) {
+#pragma unroll
+                for (int mb = 0; mb < TMB; mb++) {
+                    if (16 * mb < rows) {
+#pragma unroll
+                        for (int f = 0; f < 8; f++) {
+                            float4 *const p = partial + ((mb * 8 + f) * WARPS_N + wn) * 32 + lane;
+                            float *a = acc[mb][f / 2][f % 2];
+                            if (order > 0) {
+                                const float4 v = mrt_load_cg(p);
+                                a[0] += v.x;
+                                a[1] += v.y;
+                                a[2] += v.z;
+                                a[3] += v.w;
+                            }
+                            mrt_store_cg(p, writes_c ? make_float4(0.0f, 0.0f, 0.0f, 0.0f)
+                                                     : make_float4(a[0], a[1], a[2], a[3]));
+                        }
+                    }
+                }
+                mrt_fence_gpu();
+            }
+            mrt_lock_release(lock, writes_c);
+        }
+
+        /* Write C. Fragment element e of (mb, j, h) is row 16*mb + lane/4 + 8*(e/2), column
+         * 64*wn + 16*j + 8*h + 2*(lane%4) + e%2. Pairs are rounded to fp16 once and staged
+         * in shared memory, rows C_ROW int4 apart (2*TNB + 1: the padding int4 shifts each
+         * row by 4 banks, so the 8 rows x 4 lanes of one store hit 32 distinct banks), then
+         * copied out as whole int4 per row, rows past the chunk's end dropped. */
+        if (writes_c) {
+            constexpr int C_ROW = 2 * TNB + 1;
+            mrt_u32 *const stage = reinterpret_cast<mrt_u32 *>(smem);
+            /* Per-channel scales (loaded only now: the accumulators leave no registers to
+             * spare earlier). The Marlin per-channel order puts in int4 number 4*(n/32) + i
+             * the scales of columns 32*(n/32) + 2i + 8w + {0, 1}, w = 0..3, i.e. word w =
+             * the two columns this lane (i = lane % 4) holds in n8 block w of those 32
+             * columns. A warp's 64 columns are int4 8*wn + lane%4 and that + 4. */
+            mrt_u32 scale_pc[2][4];
+            if (!GROUPED && wk == 0) {
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int4 sv = s_col[8 * wn + lane % 4 + 4 * h];
+                    scale_pc[h][0] = (mrt_u32)sv.x;
+                    scale_pc[h][1] = (mrt_u32)sv.y;
+                    scale_pc[h][2] = (mrt_u32)sv.z;
+                    scale_pc[h][3] = (mrt_u32)sv.w;
+                }
+            }
+            if (wk == 0) {
+                /* In 32-bit words: this thread's first pair, then compile-time offsets. */
+                mrt_u32 *const stage_thread = stage + (lane / 4) * (C_ROW * 4) + 32 * wn + lane % 4;
+#pragma unroll
+                for (int mb = 0; mb < TMB; mb++) {
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+#pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            float sc_lo = 1.0f, sc_hi = 1.0f;
+                            if (!GROUPED)
+                                mrt_unpack_half2(scale_pc[j / 2][2 * (j % 2) + h], sc_lo, sc_hi);
+#pragma unroll
+                            for (int e2 = 0; e2 < 2; e2++) {
+                                const float *a = acc[mb][j][h];
+                                stage_thread[(16 * mb + 8 * e2) * (C_ROW * 4) + 8 * j + 4 * h] =
+                                    mrt_pack_half2(a[2 * e2] * sc_lo, a[2 * e2 + 1] * sc_hi);
+                            }
+                        }
+                    }
+                }
+            }
+            __syncthreads();
+            constexpr int C_TILE = CHUNK_ROWS * 2 * TNB;
+            int4 *const c_chunk = C + chunk * CHUNK_ROWS * c_gl_row + col * 2 * TNB;
+#pragma unroll
+            for (int i = 0; i < (C_TILE + THREADS - 1) / THREADS; i++) {
+                const int idx = tid + i * THREADS;
+                const int row = idx / (2 * TNB);
+                const int c = idx % (2 * TNB);
+                if ((C_TILE % THREADS == 0 || idx < C_TILE) && row < rows)
+                    c_chunk[row * c_gl_row + c] = smem[row * C_ROW + c];
+            }
+        }
+
+        /* The next segment's prologue overwrites shared memory. */
+        __syncthreads();
+        tile += kt_count;
+    }
+}

@@ -1,0 +1,406 @@
+/*
+ * W4A16 GEMM: argument checking, configuration choice, workspace layout and launch of the
+ * marlin_w4a16 kernel (kernel_src/marlin_w4a16.cu; docs/kernel.md describes the design).
+ *
+ * Launch contract, mirrored from the kernel source:
+ *   grid      (G, 1, 1), G = min(SM count, tiles), tiles = (k / thread_k) * (n / thread_n) *
+ *             ceil(rows / (16 * thread_m_blocks)); each launch covers at most
+ *             rows_per_launch() rows of M, so every index fits in 32 bits
+ *   block     (threads, 1, 1)
+ *   smem      marlin_smem_bytes(cfg), the same formula as marlin_w4a16_smem_bytes<>()
+ *   params    A, B, C, s (device pointers), prob_m, prob_n, prob_k (int), locks, partials
+ *   workspace [locks: SM count int32, padded to 256 bytes][partials: SM count slots of
+ *             64 x min(n, 256) fp32], all zero on entry and left zero on exit
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/runtime.h"
+
+/* Largest value any 32-bit index inside the kernel may reach; half of INT32_MAX leaves room
+ * for the sums the kernel forms next to them (stripe ends, next-slice starts). */
+#define MARLIN_INDEX_LIMIT ((int64_t)1 << 30)
+/* Largest K or N accepted, so that one launch always covers at least one 64-row chunk. */
+#define MARLIN_DIM_LIMIT ((int64_t)1 << 24)
+/* Pipeline depth of every configuration the library picks itself. */
+#define MARLIN_DEFAULT_STAGES 4
+
+/* A block tile shape: threads, 16-column blocks (N), 16-deep blocks (K). */
+typedef struct tile_shape {
+    int threads;
+    int thread_n_blocks;
+    int thread_k_blocks;
+} tile_shape;
+
+/* Shapes for one 16-row block of A (M <= 16), best first. With a single m-block the work
+ * per tile is tiny, so what matters is cutting the weights into enough tiles of balanced
+ * size: 128 x 128 (the reference Marlin's small-batch tile), then the 64-wide fallbacks
+ * for N or K not a multiple of 128. The last shape fits every legal problem. */
+static const tile_shape small_m_shapes[] = {
+    {256, 8, 8},
+    {256, 8, 4},
+    {256, 4, 8},
+    {128, 4, 4},
+};
+
+/* Shapes for 2..4 m-blocks: wide and shallow (N 256, K 64) so the A fragments are reused
+ * over more columns, as the reference does for larger batches, then the fallbacks. */
+static const tile_shape large_m_shapes[] = {
+    {256, 16, 4},
+    {256, 8, 4},
+    {128, 4, 4},
+};
+
+#define COUNT_OF(array) (sizeof(array) / sizeof((array)[0]))
+
+/* Group size -> kernel group_blocks. A single scale row (per channel, or one group as deep
+ * as K) is stored in the 32-entry per-channel order by the Marlin packing
+ * (seeds/002 repack_scales_to_marlin chooses the order by the number of groups), so it
+ * runs the per-channel kernel, which applies the scale once to the fp32 sums. */
+static int marlin_group_blocks(int group_size, int64_t k)
+{
+    return (group_size == -1 || group_size == k) ? -1 : group_size / 16;
+}
+
+/* Same formula as marlin_w4a16_smem_bytes<>() in the kernel source: the largest of the
+ * cp.async ring, the block reduction area and the output staging tile. */
+static int64_t marlin_smem_bytes(const mrt_config *cfg)
+{
+    const int64_t tmb = cfg->thread_m_blocks, tnb = cfg->thread_n_blocks, tkb = cfg->thread_k_blocks;
+    const int64_t gb = cfg->group_blocks;
+    const int64_t scale_rows = gb == -1 ? 0 : (gb < tkb ? tkb / gb : 1);
+    const int64_t pipeline = cfg->stages * (32 * tmb * tkb + 8 * tnb * tkb + scale_rows * 2 * tnb);
+    const int64_t reduction = (cfg->threads / 32 - tnb / 4) * 256;
+    const int64_t output = 16 * tmb * (2 * tnb + 1);
+    int64_t int4s = pipeline;
+    if (reduction > int4s)
+        int4s = reduction;
+    if (output > int4s)
+        int4s = output;
+    return 16 * int4s;
+}
+
+/* Workspace pieces for a device with `sms` multiprocessors (the grid never exceeds it). */
+static size_t marlin_lock_bytes(int sms)
+{
+    return ((size_t)sms * sizeof(int32_t) + 255) / 256 * 256;
+}
+
+static size_t marlin_workspace_bytes(int sms, int64_t n)
+{
+    const size_t slot_columns = (size_t)(n < 256 ? n : 256);
+    return marlin_lock_bytes(sms) + (size_t)sms * 64 * slot_columns * sizeof(float);
+}
+
+/* Rows of M one launch may cover: a multiple of the chunk height small enough that the
+ * kernel's int indices (rows*K/8, rows*N/8, tile count) stay below MARLIN_INDEX_LIMIT. */
+static int64_t rows_per_launch(const mrt_config *cfg, int64_t n, int64_t k)
+{
+    const int64_t chunk = 16 * (int64_t)cfg->thread_m_blocks;
+    const int64_t widest = n > k ? n : k;
+    const int64_t tiles_per_chunk = (k / (16 * cfg->thread_k_blocks)) * (n / (16 * cfg->thread_n_blocks));
+    int64_t rows = MARLIN_INDEX_LIMIT / (widest / 8);
+    const int64_t by_tiles = MARLIN_INDEX_LIMIT / tiles_per_chunk * chunk;
+    if (by_tiles < rows)
+        rows = by_tiles;
+    rows = rows / chunk * chunk;
+    return rows < chunk ? chunk : rows;
+}
+
+/* Shape and group-size rules shared by every entry point. `field` prefixes each value's
+ * name in the message (e.g. "mrt_gemm: args->"), so the message names the argument. */
+static mrt_status check_shape(mrt__err *err, const char *field, int64_t m, int64_t n, int64_t k, int group_size)
+{
+    if (m < 1)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "%sm = %lld: must be at least 1", field, (long long)m);
+    if (n <= 0 || n % 64 != 0)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "%sn = %lld: must be a positive multiple of 64", field,
+                         (long long)n);
+    if (k <= 0 || k % 64 != 0)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "%sk = %lld: must be a positive multiple of 64", field,
+                         (long long)k);
+    if (group_size != -1 && group_size != 32 && group_size != 64 && group_size != 128)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT,
+                         "%sgroup_size = %d: must be -1 (per channel), 32, 64 or 128", field, group_size);
+    if (group_size > 0 && k % group_size != 0)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "%sgroup_size = %d does not divide k = %lld", field,
+                         group_size, (long long)k);
+    if (n > MARLIN_DIM_LIMIT || k > MARLIN_DIM_LIMIT || k * n > 32 * MARLIN_INDEX_LIMIT)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED,
+                         "%sk = %lld, n = %lld: too large (each at most %lld, k * n at most %lld)", field,
+                         (long long)k, (long long)n, (long long)MARLIN_DIM_LIMIT,
+                         (long long)(32 * MARLIN_INDEX_LIMIT));
+    return MRT_OK;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Kernel registry hooks (the mrt__kernel entry lives in runtime/kernels.c)              */
+/* ------------------------------------------------------------------------------------ */
+
+/* snprintf's contract: the length of the full expression, >= size when it did not fit. */
+int mrt__marlin_name_expression(const mrt_config *cfg, char *buf, size_t size)
+{
+    return snprintf(buf, size, "marlin_w4a16<%d,%d,%d,%d,%d,%d>", cfg->threads, cfg->thread_m_blocks,
+                    cfg->thread_n_blocks, cfg->thread_k_blocks, cfg->stages, cfg->group_blocks);
+}
+
+mrt_status mrt__marlin_validate(const mrt_config *cfg, mrt__err *err)
+{
+    if (!cfg)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "marlin_w4a16: config is NULL");
+    if (cfg->threads != 128 && cfg->threads != 256)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16: threads = %d: must be 128 or 256", cfg->threads);
+    if (cfg->thread_m_blocks < 1 || cfg->thread_m_blocks > 4)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16: thread_m_blocks = %d: must be 1..4",
+                         cfg->thread_m_blocks);
+    if (cfg->thread_n_blocks != 4 && cfg->thread_n_blocks != 8 && cfg->thread_n_blocks != 16)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16: thread_n_blocks = %d: must be 4, 8 or 16",
+                         cfg->thread_n_blocks);
+    if (cfg->thread_k_blocks != 4 && cfg->thread_k_blocks != 8 && cfg->thread_k_blocks != 16)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16: thread_k_blocks = %d: must be 4, 8 or 16",
+                         cfg->thread_k_blocks);
+    /* Each warp covers 64 columns and whole 16-deep rows of a tile, and every thread copies
+     * the same number of B int4 per tile: the tile's 8 * n_blocks * k_blocks int4 of B must
+     * be a multiple of the thread count. Excludes only 256 threads with a 64 x 64 tile. */
+    if ((cfg->thread_n_blocks * cfg->thread_k_blocks * 8) % cfg->threads != 0)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED,
+                         "marlin_w4a16: thread_n_blocks * thread_k_blocks = %d with threads = %d: the product must be "
+                         "a multiple of threads / 8 = %d",
+                         cfg->thread_n_blocks * cfg->thread_k_blocks, cfg->threads, cfg->threads / 8);
+    if (cfg->stages < 2 || cfg->stages > 8)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16: stages = %d: must be 2..8", cfg->stages);
+    if (cfg->group_blocks != -1 && cfg->group_blocks != 2 && cfg->group_blocks != 4 && cfg->group_blocks != 8)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED,
+                         "marlin_w4a16: group_blocks = %d: must be -1 (per channel), 2, 4 or 8 (group size 32, 64, 128)",
+                         cfg->group_blocks);
+    for (size_t i = 0; i < COUNT_OF(cfg->reserved); i++)
+        if (cfg->reserved[i] != 0)
+            return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16: reserved[%zu] = %d: must be 0", i,
+                             cfg->reserved[i]);
+    return MRT_OK;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Configuration choice                                                                  */
+/* ------------------------------------------------------------------------------------ */
+
+static void make_config(mrt_config *cfg, int thread_m_blocks, const tile_shape *shape, int group_blocks)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->threads = shape->threads;
+    cfg->thread_m_blocks = thread_m_blocks;
+    cfg->thread_n_blocks = shape->thread_n_blocks;
+    cfg->thread_k_blocks = shape->thread_k_blocks;
+    cfg->stages = MARLIN_DEFAULT_STAGES;
+    cfg->group_blocks = group_blocks;
+}
+
+/* The heuristic: m-blocks from M (chunks of 64 rows past 64), then the first shape of the
+ * list for that m-block count whose tile divides N and K. Shape already checked. */
+static void pick_config(int64_t m, int64_t n, int64_t k, int group_size, mrt_config *cfg)
+{
+    const int thread_m_blocks = m > 64 ? 4 : (int)((m + 15) / 16);
+    const tile_shape *shapes = thread_m_blocks == 1 ? small_m_shapes : large_m_shapes;
+    const size_t count = thread_m_blocks == 1 ? COUNT_OF(small_m_shapes) : COUNT_OF(large_m_shapes);
+    size_t chosen = count - 1; /* the 64 x 64 tile fits every legal shape */
+    for (size_t i = 0; i < count; i++) {
+        if (n % (16 * shapes[i].thread_n_blocks) == 0 && k % (16 * shapes[i].thread_k_blocks) == 0) {
+            chosen = i;
+            break;
+        }
+    }
+    make_config(cfg, thread_m_blocks, &shapes[chosen], marlin_group_blocks(group_size, k));
+}
+
+/* A configuration (already valid on its own) checked against a shape and the device. */
+static mrt_status check_config_fits(mrt__err *err, const mrt_config *cfg, int64_t n, int64_t k, int group_size,
+                                    const mrt_device_info *dev)
+{
+    char name[64];
+    mrt__config_format(cfg, name, sizeof name);
+    if (n % (16 * cfg->thread_n_blocks) != 0)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED, "config %s: thread_n = %d does not divide n = %lld", name,
+                         16 * cfg->thread_n_blocks, (long long)n);
+    if (k % (16 * cfg->thread_k_blocks) != 0)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED, "config %s: thread_k = %d does not divide k = %lld", name,
+                         16 * cfg->thread_k_blocks, (long long)k);
+    const int group_blocks = marlin_group_blocks(group_size, k);
+    if (cfg->group_blocks != group_blocks)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED,
+                         "config %s: group_blocks = %d, but group_size = %d with k = %lld needs group_blocks = %d", name,
+                         cfg->group_blocks, group_size, (long long)k, group_blocks);
+    const int64_t smem = marlin_smem_bytes(cfg);
+    if (smem > dev->max_smem_optin)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED,
+                         "config %s: needs %lld bytes of shared memory, device %s allows %d per block", name,
+                         (long long)smem, dev->name, dev->max_smem_optin);
+    return MRT_OK;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Public API                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+MRT_API mrt_status mrt_gemm_workspace_size(mrt_context *ctx, int64_t n, size_t *bytes)
+{
+    mrt_status rc = MRT_OK;
+    if (!ctx)
+        return MRT_ERR_INVALID_ARGUMENT;
+    mrt__err *err = mrt__ctx_err(ctx);
+    if (!bytes)
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm_workspace_size: bytes is NULL");
+    *bytes = 0;
+    if (n <= 0 || n % 64 != 0)
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm_workspace_size: n = %lld: must be a positive multiple of 64",
+                 (long long)n);
+    if (n > MARLIN_DIM_LIMIT)
+        MRT_FAIL(err, MRT_ERR_UNSUPPORTED, "mrt_gemm_workspace_size: n = %lld: at most %lld", (long long)n,
+                 (long long)MARLIN_DIM_LIMIT);
+    MRT_CHECK(mrt__device_open(ctx));
+    *bytes = marlin_workspace_bytes(mrt__device(ctx)->sm_count, n);
+done:
+    return rc;
+}
+
+MRT_API mrt_status mrt_gemm_select(mrt_context *ctx, int64_t m, int64_t n, int64_t k, int group_size,
+                                   mrt_config *config)
+{
+    mrt_status rc = MRT_OK;
+    mrt_config chosen;
+    if (!ctx)
+        return MRT_ERR_INVALID_ARGUMENT;
+    mrt__err *err = mrt__ctx_err(ctx);
+    if (!config)
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm_select: config is NULL");
+    MRT_CHECK(check_shape(err, "mrt_gemm_select: ", m, n, k, group_size));
+    MRT_CHECK(mrt__device_open(ctx));
+    pick_config(m, n, k, group_size, &chosen);
+    MRT_CHECK(check_config_fits(err, &chosen, n, k, group_size, mrt__device(ctx)));
+    *config = chosen;
+done:
+    return rc;
+}
+
+/* Append every configuration pick_config() can return with this group_blocks (all shapes,
+ * all m-block counts), writing while there is capacity and counting all. */
+static void append_candidates(int group_blocks, mrt_config *configs, size_t capacity, size_t *total)
+{
+    for (int tmb = 1; tmb <= 4; tmb++) {
+        const tile_shape *shapes = tmb == 1 ? small_m_shapes : large_m_shapes;
+        const size_t n_shapes = tmb == 1 ? COUNT_OF(small_m_shapes) : COUNT_OF(large_m_shapes);
+        for (size_t i = 0; i < n_shapes; i++) {
+            if (*total < capacity)
+                make_config(&configs[*total], tmb, &shapes[i], group_blocks);
+            (*total)++;
+        }
+    }
+}
+
+MRT_API mrt_status mrt_gemm_candidates(int group_size, mrt_config *configs, size_t capacity, size_t *count)
+{
+    mrt_status rc = MRT_OK;
+    mrt__err *err = mrt__thread_err();
+    if (!count)
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm_candidates: count is NULL");
+    if (!configs && capacity > 0)
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm_candidates: configs is NULL with capacity %zu", capacity);
+    if (group_size != -1 && group_size != 32 && group_size != 64 && group_size != 128)
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT,
+                 "mrt_gemm_candidates: group_size = %d: must be -1 (per channel), 32, 64 or 128", group_size);
+    size_t total = 0;
+    if (group_size != -1)
+        append_candidates(group_size / 16, configs, capacity, &total);
+    /* Also for a grouped size: a group as deep as K runs the per-channel kernel. */
+    append_candidates(-1, configs, capacity, &total);
+    *count = total;
+done:
+    return rc;
+}
+
+MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args *args, const mrt_config *config)
+{
+    mrt_status rc = MRT_OK;
+    mrt_config cfg;
+    mrt__function fn;
+    if (!ctx)
+        return MRT_ERR_INVALID_ARGUMENT;
+    mrt__err *err = mrt__ctx_err(ctx);
+    if (!args)
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm: args is NULL");
+
+    /* Arguments that need no device. */
+    const struct {
+        const char *name;
+        uint64_t ptr;
+    } pointers[] = {
+        {"a", args->a}, {"b", args->b}, {"scales", args->scales}, {"c", args->c}, {"workspace", args->workspace},
+    };
+    for (size_t i = 0; i < COUNT_OF(pointers); i++) {
+        if (pointers[i].ptr == 0)
+            MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm: args->%s is NULL", pointers[i].name);
+        if (pointers[i].ptr % 16 != 0)
+            MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm: args->%s = 0x%llx: must be 16-byte aligned",
+                     pointers[i].name, (unsigned long long)pointers[i].ptr);
+    }
+    for (size_t i = 0; i < COUNT_OF(args->reserved_i32); i++)
+        if (args->reserved_i32[i] != 0)
+            MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm: args->reserved_i32[%zu] = %d: must be 0", i,
+                     (int)args->reserved_i32[i]);
+    for (size_t i = 0; i < COUNT_OF(args->reserved); i++)
+        if (args->reserved[i] != 0)
+            MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm: args->reserved[%zu] = %llu: must be 0", i,
+                     (unsigned long long)args->reserved[i]);
+    MRT_CHECK(check_shape(err, "mrt_gemm: args->", args->m, args->n, args->k, args->group_size));
+    if (config)
+        MRT_CHECK(mrt__marlin_validate(config, err));
+
+    /* Arguments that depend on the device. */
+    MRT_CHECK(mrt__device_open(ctx));
+    const mrt_device_info *dev = mrt__device(ctx);
+    if (dev->sm_count < 1)
+        MRT_FAIL(err, MRT_ERR_INTERNAL, "mrt_gemm: device reports %d multiprocessors", dev->sm_count);
+    const size_t needed = marlin_workspace_bytes(dev->sm_count, args->n);
+    if (args->workspace_bytes < needed)
+        MRT_FAIL(err, MRT_ERR_WORKSPACE, "mrt_gemm: args->workspace_bytes = %llu: n = %lld on %d SMs needs %zu",
+                 (unsigned long long)args->workspace_bytes, (long long)args->n, dev->sm_count, needed);
+    if (config)
+        cfg = *config;
+    else
+        pick_config(args->m, args->n, args->k, args->group_size, &cfg);
+    MRT_CHECK(check_config_fits(err, &cfg, args->n, args->k, args->group_size, dev));
+
+    MRT_CHECK(mrt__get_function(ctx, MRT_KERNEL_MARLIN_W4A16, &cfg, &fn));
+    if (fn.max_threads < cfg.threads) {
+        char name[64];
+        mrt__config_format(&cfg, name, sizeof name);
+        MRT_FAIL(err, MRT_ERR_UNSUPPORTED, "mrt_gemm: config %s: the compiled kernel allows only %d threads per block",
+                 name, fn.max_threads);
+    }
+
+    /* One launch per rows_per_launch() rows of M; the kernel cuts each into chunks of
+     * 16 * thread_m_blocks rows itself, the last chunk possibly partial. */
+    const int64_t n = args->n, k = args->k;
+    const int64_t launch_rows = rows_per_launch(&cfg, n, k);
+    const int64_t tiles_per_chunk = (k / (16 * cfg.thread_k_blocks)) * (n / (16 * cfg.thread_n_blocks));
+    const unsigned smem = (unsigned)marlin_smem_bytes(&cfg);
+    const unsigned block[3] = {(unsigned)cfg.threads, 1, 1};
+    uint64_t locks = args->workspace;
+    uint64_t partials = args->workspace + marlin_lock_bytes(dev->sm_count);
+    uint64_t scales = args->scales;
+    uint64_t b = args->b;
+    int prob_n = (int)n, prob_k = (int)k;
+    for (int64_t row = 0; row < args->m; row += launch_rows) {
+        const int64_t rows = args->m - row < launch_rows ? args->m - row : launch_rows;
+        const int64_t chunks = (rows + 16 * cfg.thread_m_blocks - 1) / (16 * cfg.thread_m_blocks);
+        const int64_t tiles = tiles_per_chunk * chunks;
+        const unsigned grid[3] = {(unsigned)(tiles < dev->sm_count ? tiles : dev->sm_count), 1, 1};
+        uint64_t a = args->a + (uint64_t)(row * k * 2);
+        uint64_t c = args->c + (uint64_t)(row * n * 2);
+        int prob_m = (int)rows;
+        void *params[] = {&a, &b, &c, &scales, &prob_m, &prob_n, &prob_k, &locks, &partials};
+        MRT_CHECK(mrt__launch(ctx, &fn, grid, block, smem, stream, params));
+    }
+done:
+    return rc;
+}

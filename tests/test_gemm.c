@@ -1,0 +1,527 @@
+/*
+ * The W4A16 GEMM: argument checks (everywhere) and numerics against the CPU reference (on a
+ * GPU). Inputs are random (never zeros), outputs poisoned with NaN before every run.
+ */
+#include "helpers.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/context.h"
+
+/* ------------------------------------------------------------------------- */
+/* Argument checks: no GPU needed, because they must come before any GPU use.  */
+/* ------------------------------------------------------------------------- */
+
+static mrt_gemm_args valid_args(void)
+{
+    mrt_gemm_args args;
+    memset(&args, 0, sizeof args);
+    args.a = 0x1000;
+    args.b = 0x2000;
+    args.scales = 0x3000;
+    args.c = 0x4000;
+    args.workspace = 0x5000;
+    args.workspace_bytes = 1 << 30;
+    args.m = 16;
+    args.n = 256;
+    args.k = 256;
+    args.group_size = 128;
+    return args;
+}
+
+static void test_gemm__arguments_checked_before_gpu_use(void **state)
+{
+    (void)state;
+    /* An offline context refuses the GPU: getting MRT_ERR_INVALID_ARGUMENT proves the check ran
+     * first, so nothing was launched. */
+    mrt_context *ctx = mrt_test_context(NULL, MRT_CTX_NO_STORE | MRT_CTX_OFFLINE);
+    struct {
+        const char *needle;
+        mrt_gemm_args args;
+    } cases[24];
+    size_t count = 0;
+#define CASE(text, field, value)                                                                   \
+    do {                                                                                           \
+        cases[count].needle = text;                                                                \
+        cases[count].args = valid_args();                                                          \
+        cases[count].args.field = value;                                                           \
+        count++;                                                                                   \
+    } while (0)
+    CASE("args->a is NULL", a, 0);
+    CASE("args->b is NULL", b, 0);
+    CASE("args->scales is NULL", scales, 0);
+    CASE("args->c is NULL", c, 0);
+    CASE("args->workspace is NULL", workspace, 0);
+    CASE("args->a = 0x1008", a, 0x1008);
+    CASE("args->c = 0x4002", c, 0x4002);
+    CASE("args->m = 0", m, 0);
+    CASE("args->m = -3", m, -3);
+    CASE("args->n = 100", n, 100);
+    CASE("args->n = 0", n, 0);
+    CASE("args->k = 96", k, 96);
+    CASE("args->k = -64", k, -64);
+    CASE("group_size = 48", group_size, 48);
+    CASE("group_size = 0", group_size, 0);
+    CASE("group_size = 256", group_size, 256);
+    CASE("group_size = 128 does not divide k = 192", k, 192);
+    CASE("reserved_i32[1]", reserved_i32[1], 5);
+    CASE("reserved[2]", reserved[2], 1);
+#undef CASE
+    for (size_t i = 0; i < count; i++) {
+        mrt_status rc = mrt_gemm(ctx, NULL, &cases[i].args, NULL);
+        if (rc != MRT_ERR_INVALID_ARGUMENT || !strstr(mrt_errmsg(ctx), cases[i].needle))
+            fail_msg("case %zu (%s): %s: %s", i, cases[i].needle, mrt_status_str(rc), mrt_errmsg(ctx));
+    }
+    mrt_gemm_args args = valid_args();
+    assert_int_equal(mrt_gemm(ctx, NULL, NULL, NULL), MRT_ERR_INVALID_ARGUMENT);
+    assert_int_equal(mrt_gemm(NULL, NULL, &args, NULL), MRT_ERR_INVALID_ARGUMENT);
+
+    /* A configuration that is invalid on its own is refused before the device too. */
+    mrt_config bad = {.threads = 96, .thread_m_blocks = 1, .thread_n_blocks = 8, .thread_k_blocks = 8, .stages = 4,
+                      .group_blocks = 8};
+    assert_int_equal(mrt_gemm(ctx, NULL, &args, &bad), MRT_ERR_UNSUPPORTED);
+    assert_non_null(strstr(mrt_errmsg(ctx), "threads = 96"));
+
+    /* With valid arguments the offline context is what stops it. */
+    assert_int_equal(mrt_gemm(ctx, NULL, &args, NULL), MRT_ERR_UNSUPPORTED);
+    assert_non_null(strstr(mrt_errmsg(ctx), "MRT_CTX_OFFLINE"));
+    mrt_stats stats;
+    assert_int_equal(mrt_get_stats(ctx, &stats), MRT_OK);
+    assert_int_equal(stats.launches, 0);
+    mrt_context_destroy(ctx);
+}
+
+static void test_gemm__candidates_are_valid_and_cover_every_group(void **state)
+{
+    (void)state;
+    const int groups[] = {-1, 32, 64, 128};
+    mrt_context *ctx = mrt_test_context(NULL, MRT_CTX_NO_STORE | MRT_CTX_OFFLINE);
+    for (size_t g = 0; g < 4; g++) {
+        size_t count = 0;
+        assert_int_equal(mrt_gemm_candidates(groups[g], NULL, 0, &count), MRT_OK);
+        assert_true(count > 0);
+        mrt_config *configs = calloc(count, sizeof *configs);
+        assert_non_null(configs);
+        assert_int_equal(mrt_gemm_candidates(groups[g], configs, count, &count), MRT_OK);
+        int has_tail_tile = 0;
+        for (size_t i = 0; i < count; i++) {
+            if (mrt_config_validate(ctx, MRT_KERNEL_MARLIN_W4A16, &configs[i]) != MRT_OK)
+                fail_msg("candidate %zu for group %d invalid: %s", i, groups[g], mrt_errmsg(ctx));
+            int want = groups[g] == -1 ? -1 : groups[g] / 16;
+            assert_true(configs[i].group_blocks == want || configs[i].group_blocks == -1);
+            /* Shapes with N or K only a multiple of 64 need a 64-wide tile for every M block. */
+            if (configs[i].thread_n_blocks == 4 && configs[i].thread_k_blocks == 4)
+                has_tail_tile |= 1 << configs[i].thread_m_blocks;
+        }
+        assert_int_equal(has_tail_tile, 2 | 4 | 8 | 16);
+        free(configs);
+    }
+    size_t count = 0;
+    assert_int_equal(mrt_gemm_candidates(48, NULL, 0, &count), MRT_ERR_INVALID_ARGUMENT);
+    assert_int_equal(mrt_gemm_candidates(128, NULL, 3, &count), MRT_ERR_INVALID_ARGUMENT);
+    mrt_context_destroy(ctx);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Numerics on the GPU                                                        */
+/* ------------------------------------------------------------------------- */
+
+typedef struct gpu {
+    mrt_context *ctx;
+    CUdeviceptr workspace;
+    size_t workspace_bytes;
+} gpu;
+
+static CUdeviceptr dev_alloc(mrt_context *ctx, size_t bytes)
+{
+    CUdeviceptr ptr = 0;
+    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
+    CUresult res = ctx->driver->mem_alloc(&ptr, bytes);
+    mrt__ctx_pop(ctx);
+    if (res != CUDA_SUCCESS)
+        fail_msg("cuMemAlloc(%zu) failed: %d", bytes, (int)res);
+    return ptr;
+}
+
+static void dev_free(mrt_context *ctx, CUdeviceptr ptr)
+{
+    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
+    assert_int_equal(ctx->driver->mem_free(ptr), CUDA_SUCCESS);
+    mrt__ctx_pop(ctx);
+}
+
+static void copy_in(mrt_context *ctx, CUdeviceptr dst, const void *src, size_t bytes)
+{
+    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
+    assert_int_equal(ctx->driver->memcpy_htod(dst, src, bytes), CUDA_SUCCESS);
+    mrt__ctx_pop(ctx);
+}
+
+static void copy_out(mrt_context *ctx, void *dst, CUdeviceptr src, size_t bytes)
+{
+    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
+    CUresult res = ctx->driver->ctx_synchronize();
+    if (res != CUDA_SUCCESS)
+        fail_msg("cuCtxSynchronize after the GEMM: %d (a kernel fault?)", (int)res);
+    assert_int_equal(ctx->driver->memcpy_dtoh(dst, src, bytes), CUDA_SUCCESS);
+    mrt__ctx_pop(ctx);
+}
+
+static void poison(mrt_context *ctx, CUdeviceptr ptr, size_t bytes)
+{
+    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
+    assert_int_equal(ctx->driver->memset_d8(ptr, 0xFF, bytes), CUDA_SUCCESS); /* fp16 NaN */
+    mrt__ctx_pop(ctx);
+}
+
+/* One weight matrix on the host and the device. */
+typedef struct weights {
+    int64_t k, n;
+    int group;
+    int32_t *packed;
+    mrt_half *scales;
+    CUdeviceptr d_packed, d_scales;
+    double w_rms; /* rms of the dequantized weights, for the error bound */
+} weights;
+
+static void weights_make(gpu *g, weights *w, int64_t k, int64_t n, int group)
+{
+    w->k = k;
+    w->n = n;
+    w->group = group;
+    float *dense = malloc((size_t)(k * n) * sizeof *dense);
+    int64_t rows = mrt_scale_rows(k, group);
+    w->packed = malloc((size_t)(k * n / 8) * sizeof *w->packed);
+    w->scales = malloc((size_t)(rows * n) * sizeof *w->scales);
+    assert_true(dense && w->packed && w->scales);
+    double sum = 0;
+    for (int64_t i = 0; i < k * n; i++) {
+        dense[i] = mrt_test_uniform(-1.0f, 1.0f);
+        sum += (double)dense[i] * dense[i];
+    }
+    assert_int_equal(mrt_quantize_f32(dense, k, n, group, w->packed, w->scales, NULL, NULL, 0), MRT_OK);
+    w->w_rms = sqrt(sum / (double)(k * n));
+    free(dense);
+    w->d_packed = dev_alloc(g->ctx, (size_t)(k * n / 2));
+    w->d_scales = dev_alloc(g->ctx, (size_t)(rows * n) * 2);
+    copy_in(g->ctx, w->d_packed, w->packed, (size_t)(k * n / 2));
+    copy_in(g->ctx, w->d_scales, w->scales, (size_t)(rows * n) * 2);
+}
+
+static void weights_free(gpu *g, weights *w)
+{
+    dev_free(g->ctx, w->d_packed);
+    dev_free(g->ctx, w->d_scales);
+    free(w->packed);
+    free(w->scales);
+}
+
+/* Rows of C checked against the reference: all of them for small problems, else a sample
+ * that always includes the first and last row and the edges of each 64-row chunk. */
+static int64_t pick_rows(int64_t m, int64_t k, int64_t n, int64_t *rows, int64_t capacity)
+{
+    if (m * k * n <= (int64_t)1 << 28 && m <= capacity) {
+        for (int64_t i = 0; i < m; i++)
+            rows[i] = i;
+        return m;
+    }
+    int64_t count = 0;
+    const int64_t fixed[] = {0, 1, 15, 16, 63, 64, m / 2, m - 2, m - 1};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && count < capacity; i++)
+        if (fixed[i] >= 0 && fixed[i] < m)
+            rows[count++] = fixed[i];
+    while (count < 16 && count < capacity)
+        rows[count++] = (int64_t)(mrt_test_rand() % (uint64_t)m);
+    return count;
+}
+
+/* Run C = A x W with cfg (NULL: automatic) and check sampled rows against the CPU reference;
+ * run again and require bitwise equal output. */
+static void check_gemm(gpu *g, weights *w, int64_t m, const mrt_config *cfg)
+{
+    const int64_t k = w->k, n = w->n;
+    mrt_half *a = malloc((size_t)(m * k) * sizeof *a);
+    mrt_half *c = malloc((size_t)(m * n) * sizeof *c);
+    mrt_half *c2 = malloc((size_t)(m * n) * sizeof *c2);
+    assert_true(a && c && c2);
+    double a_sum = 0;
+    for (int64_t i = 0; i < m * k; i++) {
+        a[i] = mrt_float_to_half(mrt_test_uniform(-1.0f, 1.0f));
+        double v = mrt_half_to_float(a[i]);
+        a_sum += v * v;
+    }
+    CUdeviceptr d_a = dev_alloc(g->ctx, (size_t)(m * k) * 2), d_c = dev_alloc(g->ctx, (size_t)(m * n) * 2);
+    copy_in(g->ctx, d_a, a, (size_t)(m * k) * 2);
+
+    mrt_gemm_args args;
+    memset(&args, 0, sizeof args);
+    args.a = d_a;
+    args.b = w->d_packed;
+    args.scales = w->d_scales;
+    args.c = d_c;
+    args.workspace = g->workspace;
+    args.workspace_bytes = g->workspace_bytes;
+    args.m = m;
+    args.n = n;
+    args.k = k;
+    args.group_size = w->group;
+    char cfg_text[64] = "auto";
+    if (cfg)
+        snprintf(cfg_text, sizeof cfg_text, "t%d.m%d.n%d.k%d.s%d.g%d", cfg->threads, cfg->thread_m_blocks,
+                 cfg->thread_n_blocks, cfg->thread_k_blocks, cfg->stages, cfg->group_blocks);
+    for (int run = 0; run < 2; run++) {
+        poison(g->ctx, d_c, (size_t)(m * n) * 2);
+        mrt_status rc = mrt_gemm(g->ctx, NULL, &args, cfg);
+        if (rc != MRT_OK)
+            fail_msg("mrt_gemm m=%lld n=%lld k=%lld g=%d %s: %s: %s", (long long)m, (long long)n, (long long)k,
+                     w->group, cfg_text, mrt_status_str(rc), mrt_errmsg(g->ctx));
+        copy_out(g->ctx, run == 0 ? c : c2, d_c, (size_t)(m * n) * 2);
+    }
+    if (memcmp(c, c2, (size_t)(m * n) * 2) != 0)
+        fail_msg("m=%lld n=%lld k=%lld g=%d %s: two runs differ", (long long)m, (long long)n, (long long)k, w->group,
+                 cfg_text);
+
+    /* Every element was written (no NaN left from the poison: the inputs make no NaN). */
+    for (int64_t i = 0; i < m * n; i++)
+        if ((c[i] & 0x7c00) == 0x7c00)
+            fail_msg("m=%lld n=%lld k=%lld g=%d %s: C[%lld][%lld] = 0x%04x not written or not finite", (long long)m,
+                     (long long)n, (long long)k, w->group, cfg_text, (long long)(i / n), (long long)(i % n), c[i]);
+
+    int64_t rows[64];
+    int64_t count = pick_rows(m, k, n, rows, 64);
+    mrt_half *a_rows = malloc((size_t)(count * k) * sizeof *a_rows);
+    float *ref = malloc((size_t)(count * n) * sizeof *ref);
+    assert_true(a_rows && ref);
+    for (int64_t r = 0; r < count; r++)
+        memcpy(a_rows + r * k, a + rows[r] * k, (size_t)k * sizeof *a);
+    assert_int_equal(mrt_reference_gemm(a_rows, w->packed, w->scales, count, n, k, w->group, ref, 0), MRT_OK);
+
+    /* Error bound. The kernel rounds each dequantized weight to fp16 (relative 2^-11), sums
+     * exact fp16 products in fp32, and rounds the result to fp16. The weight rounding adds up
+     * like a random walk: about 2^-11 * sqrt(K) * rms(a) * rms(w); allow 8x that, plus one
+     * fp16 rounding of the result. */
+    const double a_rms = sqrt(a_sum / (double)(m * k));
+    const double walk = ldexp(1.0, -11) * sqrt((double)k) * a_rms * w->w_rms;
+    double worst = 0;
+    for (int64_t r = 0; r < count; r++) {
+        for (int64_t j = 0; j < n; j++) {
+            const double want = ref[r * n + j], got = mrt_half_to_float(c[rows[r] * n + j]);
+            const double err = fabs(got - want), bound = 8 * walk + ldexp(fabs(want), -10);
+            if (err > bound)
+                fail_msg("m=%lld n=%lld k=%lld g=%d %s: C[%lld][%lld] = %g, reference %g (error %g > bound %g)",
+                         (long long)m, (long long)n, (long long)k, w->group, cfg_text, (long long)rows[r],
+                         (long long)j, got, want, err, bound);
+            if (err / bound > worst)
+                worst = err / bound;
+        }
+    }
+    if (worst > 0.5)
+        fprintf(stderr, "[gemm] m=%lld n=%lld k=%lld g=%d %s: worst error %.2f of the bound\n", (long long)m,
+                (long long)n, (long long)k, w->group, cfg_text, worst);
+    dev_free(g->ctx, d_a);
+    dev_free(g->ctx, d_c);
+    free(a);
+    free(c);
+    free(c2);
+    free(a_rows);
+    free(ref);
+}
+
+static int gpu_setup(void **state)
+{
+    gpu *g = calloc(1, sizeof *g);
+    assert_non_null(g);
+    mrt_context_options opts;
+    mrt_context_options_init(&opts);
+    if (mrt_context_create(&opts, &g->ctx) != MRT_OK) {
+        free(g);
+        return -1;
+    }
+    mrt_device_info info;
+    if (mrt_device_get_info(g->ctx, &info) == MRT_OK) {
+        assert_int_equal(mrt_gemm_workspace_size(g->ctx, 1 << 16, &g->workspace_bytes), MRT_OK);
+        g->workspace = dev_alloc(g->ctx, g->workspace_bytes);
+        assert_int_equal(mrt__ctx_push(g->ctx), MRT_OK);
+        assert_int_equal(g->ctx->driver->memset_d8(g->workspace, 0, g->workspace_bytes), CUDA_SUCCESS);
+        mrt__ctx_pop(g->ctx);
+    }
+    *state = g;
+    return 0;
+}
+
+static int gpu_teardown(void **state)
+{
+    gpu *g = *state;
+    if (g->workspace) {
+        /* The kernel must leave its lock workspace zeroed. */
+        size_t lock_words = (size_t)mrt__device(g->ctx)->sm_count;
+        int32_t *locks = malloc(lock_words * 4);
+        copy_out(g->ctx, locks, g->workspace, lock_words * 4);
+        for (size_t i = 0; i < lock_words; i++)
+            if (locks[i] != 0)
+                fail_msg("workspace lock %zu left at %d", i, locks[i]);
+        free(locks);
+        dev_free(g->ctx, g->workspace);
+    }
+    mrt_context_destroy(g->ctx);
+    free(g);
+    return 0;
+}
+
+static void require_gpu(gpu *g)
+{
+    if (!g->workspace) {
+        mrt_device_info info;
+        mrt_status rc = mrt_device_get_info(g->ctx, &info);
+        fprintf(stderr, "[SKIPPED] no GPU: %s: %s\n", mrt_status_str(rc), mrt_errmsg(g->ctx));
+        mrt_test_note_skip();
+        skip();
+    }
+}
+
+/* MRT_TEST_QUICK=1 keeps a representative subset, for runs under compute-sanitizer. */
+static int quick(void)
+{
+    const char *env = getenv("MRT_TEST_QUICK");
+    return env && *env && *env != '0';
+}
+
+static const int64_t all_m[] = {1,  2,  3,  4,  5,   6,   7,   8,   9,   10,  11,  12,   13,  14,
+                                15, 16, 17, 31, 32,  33,  63,  64,  65,  127, 128, 129, 255, 256,
+                                511, 1024, 4097};
+
+static void test_gemm__every_m_on_several_shapes(void **state)
+{
+    gpu *g = *state;
+    require_gpu(g);
+    /* (K, N): the smallest legal, powers of two, and multiples of 64 that are not. */
+    const int64_t shapes[][2] = {{64, 64}, {4096, 4096}, {1344, 704}, {2880, 960}, {192, 4160}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        if (quick() && s != 0 && s != 2)
+            continue;
+        weights w;
+        weights_make(g, &w, shapes[s][0], shapes[s][1], 128 <= shapes[s][0] && shapes[s][0] % 128 == 0 ? 128 : -1);
+        for (size_t i = 0; i < sizeof all_m / sizeof all_m[0]; i++)
+            if (!quick() || all_m[i] == 1 || all_m[i] == 17 || all_m[i] == 65 || all_m[i] == 129)
+                check_gemm(g, &w, all_m[i], NULL);
+        weights_free(g, &w);
+    }
+}
+
+static void test_gemm__large_square(void **state)
+{
+    gpu *g = *state;
+    require_gpu(g);
+    if (quick()) {
+        fprintf(stderr, "[quick] large square left out\n");
+        return;
+    }
+    weights w;
+    weights_make(g, &w, 8192, 8192, 128);
+    const int64_t ms[] = {1, 16, 64, 65, 256, 1024};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+        check_gemm(g, &w, ms[i], NULL);
+    weights_free(g, &w);
+}
+
+static void test_gemm__every_group_size(void **state)
+{
+    gpu *g = *state;
+    require_gpu(g);
+    const int groups[] = {-1, 32, 64, 128};
+    const int64_t ms[] = {1, 7, 16, 33, 64, 100, 257};
+    for (size_t gi = 0; gi < 4; gi++) {
+        weights w;
+        weights_make(g, &w, 1536, 1280, groups[gi]);
+        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+            if (!quick() || i % 3 == 0)
+                check_gemm(g, &w, ms[i], NULL);
+        weights_free(g, &w);
+    }
+    /* One group as deep as K runs as per-channel. */
+    weights w;
+    weights_make(g, &w, 128, 512, 128);
+    check_gemm(g, &w, 5, NULL);
+    weights_free(g, &w);
+}
+
+static void test_gemm__every_configuration(void **state)
+{
+    gpu *g = *state;
+    require_gpu(g);
+    const int groups[] = {-1, 32, 64, 128};
+    const int64_t ms[] = {1, 16, 33, 64, 65, 200};
+    for (size_t gi = 0; gi < 4; gi++) {
+        weights w;
+        weights_make(g, &w, 1024, 768, groups[gi]);
+        size_t count = 0;
+        assert_int_equal(mrt_gemm_candidates(groups[gi], NULL, 0, &count), MRT_OK);
+        mrt_config *configs = calloc(count, sizeof *configs);
+        assert_int_equal(mrt_gemm_candidates(groups[gi], configs, count, &count), MRT_OK);
+        for (size_t c = 0; c < count; c++) {
+            int want_group = groups[gi] == -1 ? -1 : groups[gi] / 16;
+            if (configs[c].group_blocks != want_group || 768 % (16 * configs[c].thread_n_blocks))
+                continue;
+            for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+                if (!quick() || i == 0 || i == 4)
+                    check_gemm(g, &w, ms[i], &configs[c]);
+        }
+        free(configs);
+        weights_free(g, &w);
+    }
+}
+
+static void test_gemm__too_small_workspace_is_refused(void **state)
+{
+    gpu *g = *state;
+    require_gpu(g);
+    size_t need = 0;
+    assert_int_equal(mrt_gemm_workspace_size(g->ctx, 4096, &need), MRT_OK);
+    mrt_gemm_args args = valid_args();
+    args.n = 4096;
+    args.k = 4096;
+    args.workspace_bytes = need - 1;
+    mrt_stats before, after;
+    assert_int_equal(mrt_get_stats(g->ctx, &before), MRT_OK);
+    assert_int_equal(mrt_gemm(g->ctx, NULL, &args, NULL), MRT_ERR_WORKSPACE);
+    assert_non_null(strstr(mrt_errmsg(g->ctx), "workspace_bytes"));
+    /* A tile that does not divide the shape, and a group that does not match. */
+    args.workspace_bytes = need;
+    args.n = 192;
+    mrt_config cfg = {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 8, .thread_k_blocks = 8, .stages = 4,
+                      .group_blocks = 8};
+    assert_int_equal(mrt_gemm(g->ctx, NULL, &args, &cfg), MRT_ERR_UNSUPPORTED);
+    assert_non_null(strstr(mrt_errmsg(g->ctx), "does not divide n = 192"));
+    args.n = 4096;
+    cfg.group_blocks = 4;
+    assert_int_equal(mrt_gemm(g->ctx, NULL, &args, &cfg), MRT_ERR_UNSUPPORTED);
+    assert_non_null(strstr(mrt_errmsg(g->ctx), "group_blocks"));
+    assert_int_equal(mrt_get_stats(g->ctx, &after), MRT_OK);
+    assert_int_equal(after.launches, before.launches);
+}
+
+/* argv[1] "cpu" or "gpu" runs one group; no argument runs both. */
+int main(int argc, char **argv)
+{
+    const char *only = argc > 1 ? argv[1] : "";
+    const struct CMUnitTest cpu_tests[] = {
+        cmocka_unit_test(test_gemm__arguments_checked_before_gpu_use),
+        cmocka_unit_test(test_gemm__candidates_are_valid_and_cover_every_group),
+    };
+    const struct CMUnitTest gpu_tests[] = {
+        cmocka_unit_test(test_gemm__too_small_workspace_is_refused),
+        cmocka_unit_test(test_gemm__every_m_on_several_shapes),
+        cmocka_unit_test(test_gemm__every_group_size),
+        cmocka_unit_test(test_gemm__every_configuration),
+        cmocka_unit_test(test_gemm__large_square),
+    };
+    int failures = 0;
+    if (strcmp(only, "gpu") != 0)
+        failures += cmocka_run_group_tests(cpu_tests, NULL, NULL);
+    if (strcmp(only, "cpu") != 0)
+        failures += cmocka_run_group_tests(gpu_tests, gpu_setup, gpu_teardown);
+    return mrt_test_exit_status(failures);
+}
