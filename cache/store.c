@@ -67,6 +67,61 @@ static const char schema_v1_sql[] =
     " hit_count INTEGER NOT NULL DEFAULT 0"
     ");"
     "CREATE INDEX cubin_variant ON cubin (variant);"
+    /* Autotuner records (cache/tuning.c). A device fingerprint is an XXH3-64 (hex) over the
+     * GPU name, compute capability, SM count, L2 size and memory clock; tuning_device keeps
+     * the facts behind each one. One timing row per configuration measured, so adding
+     * candidates later keeps earlier timings; one winner per shape and M bucket. Both keep
+     * the kernel source hash they were measured with: a changed kernel means re-tuning. */
+    "CREATE TABLE tuning_device ("
+    " fingerprint TEXT NOT NULL PRIMARY KEY,"
+    " name TEXT NOT NULL,"
+    " cc_major INTEGER NOT NULL,"
+    " cc_minor INTEGER NOT NULL,"
+    " sm_count INTEGER NOT NULL,"
+    " l2_bytes INTEGER NOT NULL,"
+    " memory_clock_khz INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE tuning_timing ("
+    " fingerprint TEXT NOT NULL,"
+    " kernel TEXT NOT NULL,"
+    " dtype TEXT NOT NULL,"
+    " group_size INTEGER NOT NULL,"
+    " n INTEGER NOT NULL,"
+    " k INTEGER NOT NULL,"
+    " m INTEGER NOT NULL,"
+    " threads INTEGER NOT NULL,"
+    " thread_m_blocks INTEGER NOT NULL,"
+    " thread_n_blocks INTEGER NOT NULL,"
+    " thread_k_blocks INTEGER NOT NULL,"
+    " stages INTEGER NOT NULL,"
+    " group_blocks INTEGER NOT NULL,"
+    " source_hash INTEGER NOT NULL,"
+    " median_us REAL NOT NULL,"
+    " spread_us REAL NOT NULL," /* interquartile range of the samples */
+    " samples INTEGER NOT NULL,"
+    " measured_at INTEGER NOT NULL,"
+    " PRIMARY KEY (fingerprint, kernel, dtype, group_size, n, k, m, threads, thread_m_blocks,"
+    "  thread_n_blocks, thread_k_blocks, stages, group_blocks)"
+    ");"
+    "CREATE TABLE tuning_winner ("
+    " fingerprint TEXT NOT NULL,"
+    " kernel TEXT NOT NULL,"
+    " dtype TEXT NOT NULL,"
+    " group_size INTEGER NOT NULL,"
+    " n INTEGER NOT NULL,"
+    " k INTEGER NOT NULL,"
+    " m_bucket INTEGER NOT NULL,"
+    " threads INTEGER NOT NULL,"
+    " thread_m_blocks INTEGER NOT NULL,"
+    " thread_n_blocks INTEGER NOT NULL,"
+    " thread_k_blocks INTEGER NOT NULL,"
+    " stages INTEGER NOT NULL,"
+    " group_blocks INTEGER NOT NULL,"
+    " source_hash INTEGER NOT NULL,"
+    " median_us REAL NOT NULL,"
+    " decided_at INTEGER NOT NULL,"
+    " PRIMARY KEY (fingerprint, kernel, dtype, group_size, n, k, m_bucket)"
+    ");"
     "PRAGMA user_version = " STORE_STR_(MRT_STORE_SCHEMA_VERSION) ";";
 
 /* The statements prepared once at open. */
@@ -137,6 +192,11 @@ struct mrt__store {
     uint64_t touches_skipped;
     sqlite3_stmt *statements[STMT_COUNT];
 };
+
+sqlite3 *mrt__store_db(mrt__store *store)
+{
+    return store->db;
+}
 
 /* SQLite stores integers as int64; a uint64 hash keeps its bits. memcpy avoids relying on
  * the implementation-defined conversion of values above INT64_MAX. */

@@ -63,6 +63,11 @@ mrt_status mrt__store_put(mrt__store *store, const uint8_t key[16], const uint8_
                           const mrt__key_inputs *in, const char *entry, double compile_ms, const void *blob,
                           size_t size, mrt__err *err);
 
+/* The store's connection, for the tuning records (cache/tuning.c), which keep their own
+ * prepared statements on it. Same threading rule as the store. */
+struct sqlite3;
+struct sqlite3 *mrt__store_db(mrt__store *store);
+
 mrt_status mrt__store_foreach(mrt__store *store, mrt_cubin_row_fn fn, void *user, mrt__err *err);
 mrt_status mrt__store_summary(mrt__store *store, mrt_store_summary *summary, mrt__err *err);
 
