@@ -87,6 +87,11 @@ enum mrt_context_flag {
     MRT_CTX_NO_STORE = 1u << 1,
     /** Fail mrt_context_create when no driver or device is usable, instead of on first GPU use. */
     MRT_CTX_REQUIRE_DEVICE = 1u << 2,
+    /** Open the store read-only (also chosen automatically when it cannot be written). */
+    MRT_CTX_STORE_READONLY = 1u << 3,
+    /** Tune a GEMM shape on its first use (within a time budget) and record the winner; the
+     *  environment variable MARLINRT_AUTOTUNE=1 sets this flag too. */
+    MRT_CTX_AUTOTUNE = 1u << 4,
 };
 
 typedef struct mrt_context_options {

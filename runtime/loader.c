@@ -87,6 +87,7 @@ static void driver_load_once(void)
         SYM(mem_free, "cuMemFree_v2"),
         SYM(memcpy_htod, "cuMemcpyHtoD_v2"),
         SYM(memcpy_dtoh, "cuMemcpyDtoH_v2"),
+        SYM(memcpy_dtod, "cuMemcpyDtoD_v2"),
         SYM(memset_d8, "cuMemsetD8_v2"),
         SYM(memset_d32, "cuMemsetD32_v2"),
     };

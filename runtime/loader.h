@@ -45,6 +45,7 @@ typedef struct mrt__driver_api {
     CUresult (*mem_free)(CUdeviceptr ptr);
     CUresult (*memcpy_htod)(CUdeviceptr dst, const void *src, size_t bytes);
     CUresult (*memcpy_dtoh)(void *dst, CUdeviceptr src, size_t bytes);
+    CUresult (*memcpy_dtod)(CUdeviceptr dst, CUdeviceptr src, size_t bytes);
     CUresult (*memset_d8)(CUdeviceptr dst, unsigned char value, size_t count);
     CUresult (*memset_d32)(CUdeviceptr dst, unsigned int value, size_t count);
     /* Optional (CUDA 12.0+ drivers), NULL when absent: a context's process-unique id. */
