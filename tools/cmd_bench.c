@@ -182,7 +182,9 @@ static void print_row(const bench_row *r, int format, double copy_gbps, int firs
 int cmd_bench(const char *db, int argc, char **argv)
 {
     const char *shape_list = default_shapes, *m_list = default_ms;
-    int format = 0, group = 128, batches = 21, rc_exit = 1;
+    int format = 0, group = 128, batches = 21, rc_exit = 1, force = 0;
+    mrt_config forced;
+    memset(&forced, 0, sizeof forced);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0)
             format = 1;
@@ -196,6 +198,13 @@ int cmd_bench(const char *db, int argc, char **argv)
             group = atoi(argv[++i]);
         else if (strcmp(argv[i], "--batches") == 0 && i + 1 < argc)
             batches = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            const char *text = argv[++i];
+            if (sscanf(text, "t%d.m%d.n%d.k%d.s%d.g%d", &forced.threads, &forced.thread_m_blocks,
+                       &forced.thread_n_blocks, &forced.thread_k_blocks, &forced.stages, &forced.group_blocks) != 6)
+                return cli_usage_error("bench: bad --config \"%s\" (expected e.g. t256.m1.n8.k8.s4.g8)", text);
+            force = 1;
+        }
         else
             return cli_usage_error("bench: unknown argument \"%s\"", argv[i]);
     }
@@ -279,11 +288,14 @@ int cmd_bench(const char *db, int argc, char **argv)
             row.bytes = mrt__gemm_bytes(row.m, row.n, row.k, group);
             mrt__gemm_problem *p = NULL;
             dense_problem dense = {.ctx = ctx, .cublas = &cublas};
-            rc = mrt_gemm_select(ctx, row.m, row.n, row.k, group, &row.config);
+            if (force)
+                row.config = forced;
+            else
+                rc = mrt_gemm_select(ctx, row.m, row.n, row.k, group, &row.config);
             if (rc == MRT_OK)
                 rc = mrt__gemm_problem_create(ctx, row.m, row.n, row.k, group, rotate, &p);
             if (rc == MRT_OK)
-                rc = mrt__gemm_problem_time(ctx, p, NULL, 3, batches, &row.ours);
+                rc = mrt__gemm_problem_time(ctx, p, &row.config, 3, batches, &row.ours);
             if (rc == MRT_OK && have_cublas) {
                 rc = dense_create(&dense, p, rotate);
                 if (rc == MRT_OK)

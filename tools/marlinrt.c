@@ -18,7 +18,7 @@ static const char usage_text[] =
     "  warm [--arch LIST] [--kernel NAME] [--json]\n"
     "                                compile kernels into the store; LIST like sm_80,sm_90\n"
     "                                (default: this machine's GPU, else sm_80,sm_90)\n"
-    "  bench [--shape KxN[,KxN...]] [--m LIST] [--group G] [--json|--csv]\n"
+    "  bench [--shape KxN[,KxN...]] [--m LIST] [--group G] [--config CFG] [--json|--csv]\n"
     "                                time the GEMM against cuBLAS fp16 and the copy bandwidth\n"
     "\n"
     "The store is --db PATH, else $MARLINRT_CACHE, else $XDG_CACHE_HOME/marlinrt/cache.db,\n"
