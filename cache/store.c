@@ -119,6 +119,15 @@ static const char schema_v1_sql[] =
     " group_blocks INTEGER NOT NULL,"
     " source_hash INTEGER NOT NULL,"
     " median_us REAL NOT NULL,"
+    " spread_us REAL NOT NULL,"
+    " m INTEGER NOT NULL," /* the M it was measured at, inside the bucket */
+    /* How complete the tune was: candidates in the list it worked through (and an XXH3-64 of
+     * that list, the uint64 bits as int64), and how many of them it settled (timed, or found
+     * unusable). A winner with tried < candidates, or another list, is finished by the next
+     * first-use tune, which reuses the timings already stored. */
+    " candidates INTEGER NOT NULL,"
+    " candidate_set INTEGER NOT NULL,"
+    " tried INTEGER NOT NULL,"
     " decided_at INTEGER NOT NULL,"
     " PRIMARY KEY (fingerprint, kernel, dtype, group_size, n, k, m_bucket)"
     ");"
