@@ -24,6 +24,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 #include <xxhash.h>
@@ -143,17 +144,20 @@ enum store_statement {
     STMT_PUT,
     STMT_FOREACH,
     STMT_SUMMARY,
+    STMT_DELETE,
     STMT_COUNT
 };
 
 static const char *const statement_sql[STMT_COUNT] = {
     [STMT_BEGIN] = "BEGIN IMMEDIATE",
     [STMT_COMMIT] = "COMMIT",
-    [STMT_GET] = "SELECT blob, blob_size, blob_xxh64, entry FROM cubin WHERE key = ?1",
+    /* Both lookups give the same columns (see copy_checked_row and mrt__store_lookup). */
+    [STMT_GET] = "SELECT blob, blob_size, blob_xxh64, entry, key, nvrtc_major, nvrtc_minor FROM cubin"
+                 " WHERE key = ?1",
     /* Newest NVRTC first: a newer compiler's cubin is at least as good, and the driver that
      * loads it is what decides; among equal versions the latest compile wins. */
-    [STMT_GET_VARIANT] = "SELECT blob, blob_size, blob_xxh64, entry, key FROM cubin WHERE variant = ?1"
-                         " ORDER BY nvrtc_major DESC, nvrtc_minor DESC, created_at DESC",
+    [STMT_GET_VARIANT] = "SELECT blob, blob_size, blob_xxh64, entry, key, nvrtc_major, nvrtc_minor FROM cubin"
+                         " WHERE variant = ?1 ORDER BY nvrtc_major DESC, nvrtc_minor DESC, created_at DESC",
     [STMT_TOUCH] = "UPDATE cubin SET last_used_at = ?2, hit_count = hit_count + 1 WHERE key = ?1",
     [STMT_PUT] = "INSERT OR REPLACE INTO cubin (key, variant, kernel, entry, arch,"
                  " threads, thread_m_blocks, thread_n_blocks, thread_k_blocks, stages, group_blocks,"
@@ -168,6 +172,7 @@ static const char *const statement_sql[STMT_COUNT] = {
                      " ORDER BY kernel, arch, threads, thread_m_blocks, thread_n_blocks, thread_k_blocks,"
                      " stages, group_blocks, nvrtc_major, nvrtc_minor, key",
     [STMT_SUMMARY] = "SELECT COUNT(*), COALESCE(SUM(blob_size), 0) FROM cubin",
+    [STMT_DELETE] = "DELETE FROM cubin WHERE key = ?1",
 };
 
 /* Result columns of STMT_FOREACH, in its order. */
@@ -196,6 +201,9 @@ struct mrt__store {
     sqlite3 *db;
     char *path;
     int schema_version;
+    /* Opened with SQLITE_OPEN_READONLY: nothing is ever written, not even a hit. */
+    int read_only;
+    char read_only_reason[512];
     /* Hits whose last_used_at and hit_count could not be written because the store is
      * read-only: the lookup still succeeds, and the skipped bookkeeping is counted here. */
     uint64_t touches_skipped;
@@ -205,6 +213,26 @@ struct mrt__store {
 sqlite3 *mrt__store_db(mrt__store *store)
 {
     return store->db;
+}
+
+int mrt__store_read_only(const mrt__store *store)
+{
+    return store->read_only;
+}
+
+const char *mrt__store_read_only_reason(const mrt__store *store)
+{
+    return store->read_only_reason;
+}
+
+const char *mrt__store_path(const mrt__store *store)
+{
+    return store->path;
+}
+
+uint64_t mrt__store_touches_skipped(const mrt__store *store)
+{
+    return store->touches_skipped;
 }
 
 /* SQLite stores integers as int64; a uint64 hash keeps its bits. memcpy avoids relying on
@@ -270,6 +298,11 @@ static mrt_status sql_failure(const mrt__store *store, mrt__err *err, int code, 
         return mrt__fail(err, MRT_ERR_STORE, "cubin store %s: %s failed: %s (SQLite code %d)", store->path, call,
                          detail, code);
     }
+}
+
+mrt_status mrt__store_sql_failure(const mrt__store *store, mrt__err *err, int code, const char *call)
+{
+    return sql_failure(store, err, code, call);
 }
 
 #define STORE_SQL_FAIL(code, call)                                                                 \
@@ -388,17 +421,21 @@ done:
 
 /* Check that the database is a marlinrt store of the schema this library knows, creating the
  * schema in a new, empty database. All of it runs in one write transaction, so two processes
- * opening a new store at once create the schema exactly once. */
+ * opening a new store at once create the schema exactly once. A read-only store is only
+ * read: there an empty database is an error, since nothing could ever be stored in it. */
 static mrt_status check_schema(mrt__store *store, mrt__err *err)
 {
     mrt_status rc = MRT_OK;
     sqlite3_stmt *stmt = NULL;
     int in_transaction = 0;
+    int code;
 
-    int code = sqlite3_exec(store->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    if (code != SQLITE_OK)
-        STORE_SQL_FAIL(code, "sqlite3_exec(BEGIN IMMEDIATE)");
-    in_transaction = 1;
+    if (!store->read_only) {
+        code = sqlite3_exec(store->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        if (code != SQLITE_OK)
+            STORE_SQL_FAIL(code, "sqlite3_exec(BEGIN IMMEDIATE)");
+        in_transaction = 1;
+    }
 
     code = sqlite3_prepare_v2(store->db, "PRAGMA user_version", -1, &stmt, NULL);
     if (code != SQLITE_OK)
@@ -414,6 +451,11 @@ static mrt_status check_schema(mrt__store *store, mrt__err *err)
         MRT_FAIL(err, MRT_ERR_STORE_VERSION,
                  "cubin store %s has schema version %lld; this library (marlinrt %s) knows version %d only",
                  store->path, (long long)version, mrt_version_string(), MRT_STORE_SCHEMA_VERSION);
+    if (version == 0 && store->read_only)
+        MRT_FAIL(err, MRT_ERR_STORE_VERSION,
+                 "%s is not a marlinrt store (schema version 0: empty, or another program's database) and it is "
+                 "opened read-only (%s)",
+                 store->path, store->read_only_reason);
 
     /* Version 0 is a new database only if it is empty: any table, index or view in it belongs
      * to some other program, whose file must not be touched. A version-1 database must have
@@ -445,10 +487,12 @@ static mrt_status check_schema(mrt__store *store, mrt__err *err)
             STORE_SQL_FAIL(code, "sqlite3_exec(CREATE TABLE cubin)");
     }
 
-    code = sqlite3_exec(store->db, "COMMIT", NULL, NULL, NULL);
-    if (code != SQLITE_OK)
-        STORE_SQL_FAIL(code, "sqlite3_exec(COMMIT)");
-    in_transaction = 0;
+    if (in_transaction) {
+        code = sqlite3_exec(store->db, "COMMIT", NULL, NULL, NULL);
+        if (code != SQLITE_OK)
+            STORE_SQL_FAIL(code, "sqlite3_exec(COMMIT)");
+        in_transaction = 0;
+    }
     store->schema_version = MRT_STORE_SCHEMA_VERSION;
 
 done:
@@ -483,7 +527,110 @@ done:
     return rc;
 }
 
+/* The folder that holds path ("." for a bare file name), malloc'd. */
+static char *parent_folder(const char *path)
+{
+    const char *last_slash = strrchr(path, '/');
+    if (!last_slash)
+        return copy_text(".");
+    if (last_slash == path)
+        return copy_text("/");
+    size_t length = (size_t)(last_slash - path);
+    char *folder = malloc(length + 1);
+    if (folder) {
+        memcpy(folder, path, length);
+        folder[length] = '\0';
+    }
+    return folder;
+}
+
+/* "file:" URI of path with a query, for the read-only modes SQLite only takes as URI
+ * parameters. Every byte outside the unreserved set is percent-encoded, so a '?', '#' or '%'
+ * in a file name is taken literally. */
+static char *file_uri(const char *path, const char *query)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t length = strlen(path);
+    char *uri = malloc(sizeof "file:" + 3 * length + 1 + strlen(query) + 1);
+    if (!uri)
+        return NULL;
+    char *out = uri + sprintf(uri, "file:");
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+        unsigned char c = *p;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' || c == '-' ||
+            c == '_' || c == '.' || c == '~') {
+            *out++ = (char)c;
+        } else {
+            *out++ = '%';
+            *out++ = hex[c >> 4];
+            *out++ = hex[c & 0x0f];
+        }
+    }
+    sprintf(out, "?%s", query);
+    return uri;
+}
+
+/* Decide whether an existing store must be opened read-only and say why. A file that cannot
+ * be written (another user's, or on a read-only file system) can still serve every lookup. */
+static void detect_read_only(mrt__store *store, uint32_t flags)
+{
+    if (flags & MRT_STORE_OPEN_READONLY) {
+        store->read_only = 1;
+        snprintf(store->read_only_reason, sizeof store->read_only_reason, "read-only was asked for");
+        return;
+    }
+    if (access(store->path, F_OK) != 0)
+        return; /* a new store: created below, writable or failing with its own message */
+    if (access(store->path, W_OK) != 0) {
+        int error = errno;
+        store->read_only = 1;
+        snprintf(store->read_only_reason, sizeof store->read_only_reason, "this process may not write it: %s",
+                 strerror(error));
+    }
+}
+
+/* Open the connection of a read-only store. SQLITE_OPEN_READONLY alone still needs the -shm
+ * file of a WAL database, which SQLite creates beside the store; where the folder cannot take
+ * it, the file is opened immutable (no locking, no -wal, no -shm), which is right for a
+ * shipped store that nothing changes while it is in use. */
+static mrt_status open_read_only(mrt__store *store, mrt__err *err)
+{
+    mrt_status rc = MRT_OK;
+    char *folder = NULL, *uri = NULL;
+
+    if (access(store->path, F_OK) != 0) {
+        int error = errno;
+        MRT_FAIL(err, MRT_ERR_STORE, "cubin store %s cannot be opened read-only (%s): %s", store->path,
+                 store->read_only_reason, strerror(error));
+    }
+    folder = parent_folder(store->path);
+    if (!folder)
+        MRT_FAIL(err, MRT_ERR_OUT_OF_MEMORY, "cubin store %s: out of memory", store->path);
+    int immutable = access(folder, W_OK) != 0;
+    uri = file_uri(store->path, immutable ? "mode=ro&immutable=1" : "mode=ro");
+    if (!uri)
+        MRT_FAIL(err, MRT_ERR_OUT_OF_MEMORY, "cubin store %s: out of memory", store->path);
+    if (immutable) {
+        size_t used = strlen(store->read_only_reason);
+        snprintf(store->read_only_reason + used, sizeof store->read_only_reason - used,
+                 "; immutable, its folder %s is not writable", folder);
+    }
+    int code = sqlite3_open_v2(uri, &store->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL);
+    if (code != SQLITE_OK)
+        STORE_SQL_FAIL(code, "sqlite3_open_v2(SQLITE_OPEN_READONLY)");
+
+done:
+    free(folder);
+    free(uri);
+    return rc;
+}
+
 mrt_status mrt__store_open(const char *path, mrt__err *err, mrt__store **out)
+{
+    return mrt__store_open_mode(path, 0, err, out);
+}
+
+mrt_status mrt__store_open_mode(const char *path, uint32_t flags, mrt__err *err, mrt__store **out)
 {
     mrt_status rc = MRT_OK;
     mrt__store *store = NULL;
@@ -493,6 +640,8 @@ mrt_status mrt__store_open(const char *path, mrt__err *err, mrt__store **out)
     if (!path || !*path || !out)
         MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt__store_open: path (%s) and out (%s) must be given",
                  path && *path ? "given" : "missing", out ? "given" : "NULL");
+    if ((flags & MRT_STORE_OPEN_READONLY) && (flags & MRT_STORE_OPEN_WRITABLE))
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt__store_open: %s cannot be both read-only and writable", path);
 
     int in_memory = strcmp(path, ":memory:") == 0;
     store = calloc(1, sizeof *store);
@@ -500,27 +649,52 @@ mrt_status mrt__store_open(const char *path, mrt__err *err, mrt__store **out)
         MRT_FAIL(err, MRT_ERR_OUT_OF_MEMORY, "cubin store %s: out of memory", path);
 
     if (!in_memory)
-        MRT_CHECK(make_parent_folders(path, err));
+        detect_read_only(store, flags);
+    if (store->read_only && (flags & MRT_STORE_OPEN_WRITABLE))
+        MRT_FAIL(err, MRT_ERR_STORE, "cubin store %s must be writable, but %s", path, store->read_only_reason);
 
-    int code = sqlite3_open_v2(path, &store->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+    int code;
+    if (store->read_only) {
+        MRT_CHECK(open_read_only(store, err));
+    } else {
+        if (!in_memory)
+            MRT_CHECK(make_parent_folders(path, err));
+        code = sqlite3_open_v2(path, &store->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                                NULL);
-    if (code != SQLITE_OK)
-        STORE_SQL_FAIL(code, "sqlite3_open_v2");
+        if (code != SQLITE_OK)
+            STORE_SQL_FAIL(code, "sqlite3_open_v2");
+        /* SQLite quietly opens a file it may not write read-only even when asked for
+         * read-write (access() can say yes where the file system says no). Such a store is
+         * treated as read-only from here on, like one detected up front. */
+        if (!in_memory && sqlite3_db_readonly(store->db, "main") == 1) {
+            if (flags & MRT_STORE_OPEN_WRITABLE)
+                MRT_FAIL(err, MRT_ERR_STORE, "cubin store %s must be writable, but SQLite can only read it", path);
+            (void)sqlite3_close_v2(store->db); /* no statement exists yet: closes now */
+            store->db = NULL;
+            store->read_only = 1;
+            snprintf(store->read_only_reason, sizeof store->read_only_reason,
+                     "SQLite could open it for reading only");
+            MRT_CHECK(open_read_only(store, err));
+        }
+    }
 
     code = sqlite3_busy_timeout(store->db, STORE_BUSY_TIMEOUT_MS);
     if (code != SQLITE_OK)
         STORE_SQL_FAIL(code, "sqlite3_busy_timeout");
 
     MRT_CHECK(check_schema(store, err));
-    if (!in_memory)
-        MRT_CHECK(enable_wal(store, err));
+    if (!store->read_only) {
+        if (!in_memory)
+            MRT_CHECK(enable_wal(store, err));
+        /* In WAL mode NORMAL can lose the last transactions on power loss but never corrupts
+         * the file; a lost cubin is only compiled again. */
+        code = sqlite3_exec(store->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+        if (code != SQLITE_OK)
+            STORE_SQL_FAIL(code, "sqlite3_exec(PRAGMA synchronous = NORMAL)");
+    }
 
-    /* In WAL mode NORMAL can lose the last transactions on power loss but never corrupts the
-     * file; a lost cubin is only compiled again. */
-    code = sqlite3_exec(store->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
-    if (code != SQLITE_OK)
-        STORE_SQL_FAIL(code, "sqlite3_exec(PRAGMA synchronous = NORMAL)");
-
+    /* Statements that write are prepared on a read-only store too: preparing does not write,
+     * and the code that would step them checks read_only first. */
     for (int i = 0; i < STMT_COUNT; i++) {
         code = sqlite3_prepare_v2(store->db, statement_sql[i], -1, &store->statements[i], NULL);
         if (code != SQLITE_OK)
@@ -607,6 +781,10 @@ static mrt_status touch(mrt__store *store, const uint8_t key[16], mrt__err *err)
     mrt_status rc = MRT_OK;
     sqlite3_stmt *stmt = store->statements[STMT_TOUCH];
 
+    if (store->read_only) {
+        store->touches_skipped++;
+        return MRT_OK;
+    }
     binder b = {stmt, 0, SQLITE_OK, 0};
     bind_blob(&b, key, 16);
     bind_int64(&b, now_unix_seconds());
@@ -656,34 +834,91 @@ static void hand_out(found_cubin *found, void **blob, size_t *size, char **entry
     *result = MRT_LOOKUP_HIT;
 }
 
-mrt_status mrt__store_get(mrt__store *store, const uint8_t key[16], void **blob, size_t *size, char **entry,
-                          mrt__lookup *result, mrt__err *err)
+/* Whether a good row's blob is one the caller asked to pass over. */
+static int in_skip_list(uint64_t blob_xxh64, const uint64_t *skip, size_t skip_count)
+{
+    for (size_t i = 0; i < skip_count; i++)
+        if (skip[i] == blob_xxh64)
+            return 1;
+    return 0;
+}
+
+/* Rows a lookup evicts at most: one per NVRTC version kept for a variant is far fewer. */
+#define STORE_MAX_EVICTIONS 8
+
+mrt_status mrt__store_lookup(mrt__store *store, const uint8_t id[16], int by_variant, const uint64_t *skip,
+                             size_t skip_count, void **blob, size_t *size, char **entry, mrt__lookup *result,
+                             mrt__row_meta *meta, uint64_t *evicted, mrt__err *err)
 {
     mrt_status rc = MRT_OK;
     sqlite3_stmt *stmt = NULL;
     found_cubin found = {NULL, 0, NULL};
+    mrt__row_meta row_meta;
+    uint8_t doomed[STORE_MAX_EVICTIONS][16];
+    size_t doomed_count = 0;
+    int saw_corrupt = 0;
+    const char *what = by_variant ? "SELECT FROM cubin WHERE variant" : "SELECT FROM cubin WHERE key";
 
-    MRT_CHECK(check_lookup_arguments(store, key, blob, size, entry, result, "mrt__store_get", err));
-    stmt = store->statements[STMT_GET];
+    if (evicted)
+        *evicted = 0;
+    MRT_CHECK(check_lookup_arguments(store, id, blob, size, entry, result, "mrt__store_lookup", err));
+    if (skip_count && !skip)
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt__store_lookup: skip is NULL with skip_count %zu", skip_count);
+    stmt = store->statements[by_variant ? STMT_GET_VARIANT : STMT_GET];
 
-    int code = sqlite3_bind_blob(stmt, 1, key, 16, SQLITE_STATIC);
-    if (code != SQLITE_OK)
-        STORE_SQL_FAIL(code, "sqlite3_bind_blob(SELECT FROM cubin WHERE key)");
-    code = sqlite3_step(stmt);
-    if (code == SQLITE_DONE)
-        goto done; /* a miss: *result is already MRT_LOOKUP_MISS */
-    if (code != SQLITE_ROW)
-        STORE_SQL_FAIL(code, "sqlite3_step(SELECT FROM cubin WHERE key)");
+    int code = sqlite3_bind_blob(stmt, 1, id, 16, SQLITE_STATIC);
+    if (code != SQLITE_OK) {
+        char call[96];
+        snprintf(call, sizeof call, "sqlite3_bind_blob(%s)", what);
+        STORE_SQL_FAIL(code, call);
+    }
 
-    MRT_CHECK(copy_checked_row(store, stmt, &found, err));
-    /* Release the read before writing the hit. */
+    /* Columns: blob, blob_size, blob_xxh64, entry, key, nvrtc_major, nvrtc_minor. */
+    while ((code = sqlite3_step(stmt)) == SQLITE_ROW) {
+        MRT_CHECK(copy_checked_row(store, stmt, &found, err));
+        const void *row_key = sqlite3_column_blob(stmt, 4);
+        if (!found.blob || !row_key || sqlite3_column_bytes(stmt, 4) != 16) {
+            found_cubin_free(&found);
+            saw_corrupt = 1;
+            continue;
+        }
+        memset(&row_meta, 0, sizeof row_meta);
+        memcpy(row_meta.key, row_key, 16);
+        row_meta.blob_xxh64 = int64_as_u64(sqlite3_column_int64(stmt, 2));
+        row_meta.nvrtc_major = sqlite3_column_int(stmt, 5);
+        row_meta.nvrtc_minor = sqlite3_column_int(stmt, 6);
+        if (in_skip_list(row_meta.blob_xxh64, skip, skip_count)) {
+            if (doomed_count < STORE_MAX_EVICTIONS)
+                memcpy(doomed[doomed_count++], row_meta.key, 16);
+            found_cubin_free(&found);
+            continue;
+        }
+        break;
+    }
+    if (code != SQLITE_ROW && code != SQLITE_DONE) {
+        char call[96];
+        snprintf(call, sizeof call, "sqlite3_step(%s)", what);
+        STORE_SQL_FAIL(code, call);
+    }
+    /* Release the read before writing (the hit, or the evictions). */
     statement_finish(stmt);
+    stmt = NULL;
+
+    /* An evicted row is gone for every later process too, where the store can be written; in
+     * a read-only store it stays, and each process passes over it again. */
+    for (size_t i = 0; i < doomed_count && evicted && !store->read_only; i++) {
+        MRT_CHECK(mrt__store_delete_cubin(store, doomed[i], err));
+        (*evicted)++;
+    }
+
     if (!found.blob) {
-        *result = MRT_LOOKUP_CORRUPT;
+        *result = saw_corrupt ? MRT_LOOKUP_CORRUPT : MRT_LOOKUP_MISS;
         goto done;
     }
 
-    MRT_CHECK(touch(store, key, err));
+    MRT_CHECK(touch(store, row_meta.key, err));
+    if (meta)
+        *meta = row_meta;
     hand_out(&found, blob, size, entry, result);
 
 done:
@@ -693,48 +928,39 @@ done:
     return rc;
 }
 
+mrt_status mrt__store_get(mrt__store *store, const uint8_t key[16], void **blob, size_t *size, char **entry,
+                          mrt__lookup *result, mrt__err *err)
+{
+    return mrt__store_lookup(store, key, 0, NULL, 0, blob, size, entry, result, NULL, NULL, err);
+}
+
 mrt_status mrt__store_get_variant(mrt__store *store, const uint8_t variant[16], void **blob, size_t *size,
                                   char **entry, mrt__lookup *result, mrt__err *err)
 {
+    return mrt__store_lookup(store, variant, 1, NULL, 0, blob, size, entry, result, NULL, NULL, err);
+}
+
+mrt_status mrt__store_delete_cubin(mrt__store *store, const uint8_t key[16], mrt__err *err)
+{
     mrt_status rc = MRT_OK;
     sqlite3_stmt *stmt = NULL;
-    found_cubin found = {NULL, 0, NULL};
-    uint8_t key[16];
-    int saw_corrupt = 0;
 
-    MRT_CHECK(check_lookup_arguments(store, variant, blob, size, entry, result, "mrt__store_get_variant", err));
-    stmt = store->statements[STMT_GET_VARIANT];
-
-    int code = sqlite3_bind_blob(stmt, 1, variant, 16, SQLITE_STATIC);
+    if (!store || !key)
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt__store_delete_cubin: store and key must not be NULL");
+    if (store->read_only)
+        MRT_FAIL(err, MRT_ERR_STORE, "cubin store %s is read-only (%s): cannot delete a row", store->path,
+                 store->read_only_reason);
+    stmt = store->statements[STMT_DELETE];
+    int code = sqlite3_bind_blob(stmt, 1, key, 16, SQLITE_STATIC);
     if (code != SQLITE_OK)
-        STORE_SQL_FAIL(code, "sqlite3_bind_blob(SELECT FROM cubin WHERE variant)");
-
-    while ((code = sqlite3_step(stmt)) == SQLITE_ROW) {
-        MRT_CHECK(copy_checked_row(store, stmt, &found, err));
-        const void *row_key = sqlite3_column_blob(stmt, 4);
-        if (found.blob && row_key && sqlite3_column_bytes(stmt, 4) == 16) {
-            memcpy(key, row_key, 16);
-            break;
-        }
-        found_cubin_free(&found);
-        saw_corrupt = 1;
-    }
-    if (code != SQLITE_ROW && code != SQLITE_DONE)
-        STORE_SQL_FAIL(code, "sqlite3_step(SELECT FROM cubin WHERE variant)");
-    statement_finish(stmt);
-
-    if (!found.blob) {
-        *result = saw_corrupt ? MRT_LOOKUP_CORRUPT : MRT_LOOKUP_MISS;
-        goto done;
-    }
-
-    MRT_CHECK(touch(store, key, err));
-    hand_out(&found, blob, size, entry, result);
+        STORE_SQL_FAIL(code, "sqlite3_bind_blob(DELETE FROM cubin WHERE key)");
+    code = sqlite3_step(stmt);
+    if (code != SQLITE_DONE)
+        STORE_SQL_FAIL(code, "sqlite3_step(DELETE FROM cubin WHERE key)");
 
 done:
     if (stmt)
         statement_finish(stmt);
-    found_cubin_free(&found);
     return rc;
 }
 
@@ -754,6 +980,9 @@ mrt_status mrt__store_put(mrt__store *store, const uint8_t key[16], const uint8_
                  in->kernel);
     if (isnan(compile_ms))
         MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt__store_put: compile_ms is not a number");
+    if (store->read_only)
+        MRT_FAIL(err, MRT_ERR_STORE, "cubin store %s is read-only (%s): cannot insert a cubin", store->path,
+                 store->read_only_reason);
 
     stmt = store->statements[STMT_BEGIN];
     int code = sqlite3_step(stmt);

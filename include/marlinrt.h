@@ -102,6 +102,10 @@ typedef struct mrt_context_options {
     int device;
     /** mrt_context_flag bits. */
     uint32_t flags;
+    /** Writable overlay store: new cubins and tuning records go here, and lookups read it after
+     *  the store at store_path, which is then never written. NULL means MARLINRT_CACHE_OVERLAY,
+     *  else no overlay. Meant for a read-only shipped store (see docs/deploying.md). */
+    const char *overlay_path;
     uint32_t reserved[8];
 } mrt_context_options;
 
@@ -117,7 +121,9 @@ MRT_API void mrt_context_options_init(mrt_context_options *opts);
  *
  * Returns MRT_OK; MRT_ERR_INVALID_ARGUMENT (out is NULL, bad device ordinal);
  * MRT_ERR_OUT_OF_MEMORY; MRT_ERR_STORE / MRT_ERR_STORE_VERSION (the store cannot be
- * opened, or it was written by an unknown schema); with MRT_CTX_REQUIRE_DEVICE also
+ * opened, or it was written by an unknown schema; a read-only store that does not exist; an
+ * overlay that cannot be written); MRT_ERR_INVALID_ARGUMENT also for MARLINRT_CACHE_READONLY
+ * other than 0 or 1, or an overlay path equal to the store path; with MRT_CTX_REQUIRE_DEVICE also
  * MRT_ERR_NO_DRIVER, MRT_ERR_NO_DEVICE, MRT_ERR_CUDA.
  */
 MRT_API mrt_status mrt_context_create(const mrt_context_options *opts, mrt_context **out);
@@ -260,7 +266,9 @@ typedef struct mrt_stats {
     uint64_t corrupt_recompiled; /* rows whose blob failed its checksum and were replaced */
     uint64_t modules_loaded;     /* cuModuleLoadData calls made for this context */
     uint64_t launches;           /* kernels launched */
-    uint64_t reserved[6];
+    uint64_t store_writes_skipped; /* compiled cubins kept in memory only: no writable store */
+    uint64_t driver_refusals;    /* cubins cuModuleLoadData refused (evicted, then replaced) */
+    uint64_t reserved[4];
 } mrt_stats;
 
 /** Copy ctx's counters. Returns MRT_OK or MRT_ERR_INVALID_ARGUMENT. */
@@ -285,14 +293,29 @@ typedef struct mrt_cubin_row {
     int64_t last_used_at;       /* Unix seconds */
     int64_t hit_count;
     double compile_ms;
-    int reserved[4];
+    int stale;                  /* mrt_stale bits: why this process would never use the row */
+    int in_overlay;             /* 1 for a row of the overlay store, 0 for the base store */
+    int reserved[2];
 } mrt_cubin_row;
 
 /** Called once per row; return non-zero to stop early. */
 typedef int (*mrt_cubin_row_fn)(const mrt_cubin_row *row, void *user);
 
+/** Why a row is stale (bitwise or in mrt_cubin_row.stale / mrt_tuning_winner_row.stale). */
+enum mrt_stale {
+    /** Made by another NVRTC version than the one this process loads (only known with NVRTC). */
+    MRT_STALE_NVRTC = 1 << 0,
+    /** Made from another text of the kernel source than the one embedded in this library. */
+    MRT_STALE_SOURCE = 1 << 1,
+    /** Made for another cubin format version (kernel parameter contract). */
+    MRT_STALE_FORMAT = 1 << 2,
+    /** Made for a kernel this library does not have. */
+    MRT_STALE_KERNEL = 1 << 3,
+};
+
 /**
- * Call fn for every cubin row, ordered by kernel, arch, configuration.
+ * Call fn for every cubin row, ordered by kernel, arch, configuration: the base store's rows,
+ * then the overlay's (in_overlay = 1). Each row's stale bits are filled in.
  * Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT, MRT_ERR_STORE.
  */
 MRT_API mrt_status mrt_store_foreach_cubin(mrt_context *ctx, mrt_cubin_row_fn fn, void *user);
@@ -302,11 +325,166 @@ typedef struct mrt_store_summary {
     int schema_version;
     uint64_t cubin_rows;
     uint64_t cubin_bytes;
-    uint64_t reserved[6];
+    uint64_t stale_cubin_rows;   /* rows with any mrt_stale bit */
+    uint64_t tuning_device_rows;
+    uint64_t tuning_timing_rows;
+    uint64_t tuning_winner_rows;
+    uint64_t reserved[2];
 } mrt_store_summary;
 
-/** Summarise the store. Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT, MRT_ERR_STORE. */
+/** Summarise the store at the context's store path (not its overlay).
+ *  Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT, MRT_ERR_STORE. */
 MRT_API mrt_status mrt_store_summary_get(mrt_context *ctx, mrt_store_summary *summary);
+
+/*
+ * Read-only stores and the overlay.
+ *
+ * The store at mrt_context_options.store_path (or MARLINRT_CACHE) is opened read-only when
+ * the flag MRT_CTX_STORE_READONLY or MARLINRT_CACHE_READONLY=1 asks for it, or by itself
+ * when the file exists and this process may not write it (a read-only file system, another
+ * user's file); with SQLite's immutable mode as well when its folder is not writable. An
+ * optional overlay store (overlay_path or MARLINRT_CACHE_OVERLAY) takes every write: lookups
+ * read the base store first, then the overlay. With neither a writable base nor an overlay a
+ * compiled cubin is used from memory and counted in mrt_stats.store_writes_skipped.
+ */
+
+/** 1 when the context's base store was opened read-only, else 0 (also for a NULL ctx). */
+MRT_API int mrt_store_read_only(const mrt_context *ctx);
+
+/** Why the base store is read-only ("" when it is not); valid while ctx lives. */
+MRT_API const char *mrt_store_read_only_reason(const mrt_context *ctx);
+
+/** Path of the context's overlay store, or NULL when it has none. */
+MRT_API const char *mrt_store_overlay_path(const mrt_context *ctx);
+
+/** One tuning winner, as `marlinrt cache ls --tuning` shows it. Strings are valid only during
+ *  the callback. */
+typedef struct mrt_tuning_winner_row {
+    const char *fingerprint;    /* the device fingerprint (hex) */
+    const char *device_name;    /* from tuning_device, "" when that row is missing */
+    const char *kernel;
+    const char *dtype;
+    int group_size;
+    int64_t n, k;
+    int64_t m_bucket;
+    mrt_config config;
+    uint64_t source_hash;
+    double median_us;
+    int64_t decided_at;         /* Unix seconds */
+    int stale;                  /* MRT_STALE_SOURCE / MRT_STALE_KERNEL */
+    int in_overlay;
+    int reserved[4];
+} mrt_tuning_winner_row;
+
+typedef int (*mrt_tuning_winner_row_fn)(const mrt_tuning_winner_row *row, void *user);
+
+/**
+ * Call fn for every tuning winner of the base store, then of the overlay.
+ * Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT, MRT_ERR_STORE.
+ */
+MRT_API mrt_status mrt_store_foreach_tuning_winner(mrt_context *ctx, mrt_tuning_winner_row_fn fn, void *user);
+
+/** What mrt_store_verify found for one cubin row. */
+typedef enum mrt_verify_outcome {
+    MRT_VERIFY_CHECKED = 0,       /* checksum good; not loaded (no GPU, or another arch) */
+    MRT_VERIFY_LOADED = 1,        /* checksum good, and the driver loaded it on this GPU */
+    MRT_VERIFY_BAD_CHECKSUM = 2,  /* the blob fails its length or XXH64 check */
+    MRT_VERIFY_LOAD_FAILED = 3,   /* checksum good but the driver refused it (detail says why) */
+} mrt_verify_outcome;
+
+/** Called for every row verified; detail is "" or the reason. Return non-zero to stop. */
+typedef int (*mrt_verify_fn)(const mrt_cubin_row *row, mrt_verify_outcome outcome, const char *detail,
+                             void *user);
+
+typedef struct mrt_store_verify_report {
+    uint64_t cubin_rows;
+    uint64_t bad_checksum;
+    uint64_t loaded;
+    uint64_t load_failed;
+    uint64_t not_loaded;          /* good rows for another arch, or no GPU */
+    uint64_t tuning_winner_rows;
+    uint64_t bad_tuning_rows;     /* winners whose configuration their kernel rejects */
+    int gpu_arch;                 /* the arch test-loaded (e.g. 90), 0 when no GPU was used */
+    int reserved_i32[3];
+    uint64_t reserved[4];
+} mrt_store_verify_report;
+
+/**
+ * Check the base store and the overlay: SQLite's quick_check, every cubin's length and
+ * XXH64, and, when the context may use a GPU (not MRT_CTX_OFFLINE) and one is found, a test
+ * load (cuModuleLoadData and cuModuleGetFunction of its entry) of every cubin made for that
+ * GPU's arch; every tuning winner's configuration is validated. fn may be NULL.
+ * Returns MRT_OK when the stores could be read (the report says what was wrong; check
+ * bad_checksum, load_failed and bad_tuning_rows); MRT_ERR_INVALID_ARGUMENT; MRT_ERR_STORE
+ * (unreadable or damaged file); MRT_ERR_OUT_OF_MEMORY.
+ */
+MRT_API mrt_status mrt_store_verify(mrt_context *ctx, mrt_verify_fn fn, void *user, mrt_store_verify_report *report);
+
+/** Counts of a store merge (export or import). */
+typedef struct mrt_store_merge_report {
+    uint64_t cubins_copied;       /* new rows in the destination */
+    uint64_t cubins_present;      /* already there with the same blob */
+    uint64_t cubins_replaced;     /* there with another (e.g. damaged) blob: replaced */
+    uint64_t cubins_corrupt;      /* failed their checksum in the source: not copied */
+    uint64_t tuning_written;      /* tuning rows inserted, or newer than the destination's */
+    uint64_t tuning_kept;         /* tuning rows the destination already had, as new or newer */
+    uint64_t reserved[6];
+} mrt_store_merge_report;
+
+/**
+ * Copy every cubin and tuning row the context sees (base store, then overlay) into the store
+ * at path, creating it when missing, merging when it exists. A newly created file is left as
+ * one self-contained file (rollback journal, no -wal), ready to ship read-only.
+ * Returns MRT_OK; MRT_ERR_INVALID_ARGUMENT (NULL, or path is the context's own store);
+ * MRT_ERR_STORE / MRT_ERR_STORE_VERSION (path is not writable, not a store, or of another
+ * schema version); MRT_ERR_OUT_OF_MEMORY.
+ */
+MRT_API mrt_status mrt_store_export(mrt_context *ctx, const char *path, mrt_store_merge_report *report);
+
+/**
+ * Copy every cubin and tuning row of the store at path (opened read-only) into the context's
+ * writable store: the overlay when there is one, else the base store.
+ * Returns as mrt_store_export; MRT_ERR_STORE also when the context has no writable store.
+ */
+MRT_API mrt_status mrt_store_import(mrt_context *ctx, const char *path, mrt_store_merge_report *report);
+
+/** What mrt_store_prune removes. */
+typedef struct mrt_prune_options {
+    int64_t max_bytes;            /* keep at most this many cubin bytes, dropping the least
+                                     recently used first; -1: no cap */
+    int64_t unused_seconds;       /* drop cubins not used for this long; -1: no limit */
+    uint32_t flags;               /* mrt_prune_flag bits */
+    uint32_t reserved[7];
+} mrt_prune_options;
+
+enum mrt_prune_flag {
+    /** Drop stale cubins and tuning rows (see mrt_stale). */
+    MRT_PRUNE_STALE = 1u << 0,
+    /** Count what would go, change nothing. */
+    MRT_PRUNE_DRY_RUN = 1u << 1,
+    /** Afterwards give the freed pages back to the file system (SQLite VACUUM). */
+    MRT_PRUNE_VACUUM = 1u << 2,
+};
+
+/** Fill opts with "remove nothing": no cap, no age limit, no flags. */
+MRT_API void mrt_prune_options_init(mrt_prune_options *opts);
+
+typedef struct mrt_prune_report {
+    uint64_t cubins_removed;
+    uint64_t bytes_removed;
+    uint64_t cubins_kept;
+    uint64_t bytes_kept;
+    uint64_t tuning_removed;
+    uint64_t reserved[5];
+} mrt_prune_report;
+
+/**
+ * Remove rows from the context's writable store (the overlay when there is one, else the base
+ * store), in one transaction: stale rows (MRT_PRUNE_STALE), cubins unused for unused_seconds,
+ * then the least recently used cubins until at most max_bytes remain.
+ * Returns MRT_OK; MRT_ERR_INVALID_ARGUMENT; MRT_ERR_STORE (no writable store, or SQLite failed).
+ */
+MRT_API mrt_status mrt_store_prune(mrt_context *ctx, const mrt_prune_options *opts, mrt_prune_report *report);
 
 /* ------------------------------------------------------------------------- */
 /* Launch utilities                                                           */

@@ -150,10 +150,8 @@ mrt_status mrt__cubin_fetch(mrt_context *ctx, int arch, const mrt__kernel *kerne
         .format_version = MRT_CUBIN_FORMAT_VERSION,
     };
     mrt__cubin_key(&in, key, variant);
-    if (nvrtc)
-        MRT_CHECK(mrt__store_get(ctx->store, key, blob, size, entry, &found, err));
-    else
-        MRT_CHECK(mrt__store_get_variant(ctx->store, variant, blob, size, entry, &found, err));
+    /* The base store, then the overlay (runtime/overlay.c). */
+    MRT_CHECK(mrt__ctx_store_get(ctx, nvrtc ? key : variant, !nvrtc, blob, size, entry, &found, err));
     if (found == MRT_LOOKUP_HIT) {
         ctx->stats.store_hits++;
         if (origin)
@@ -166,9 +164,10 @@ mrt_status mrt__cubin_fetch(mrt_context *ctx, int arch, const mrt__kernel *kerne
         mrt__key_hex(variant, key_hex);
         MRT_FAIL(err, MRT_ERR_NO_NVRTC,
                  "%s %s for sm_%d is %s the store %s (variant %s) and NVRTC is unavailable to compile it; "
-                 "run `marlinrt warm --arch sm_%d` where NVRTC is installed, or install NVRTC. %s",
+                 "run `marlinrt warm --arch sm_%d --kernel %s --config %s` where NVRTC is installed, with --db "
+                 "naming the store you ship, or install NVRTC. %s",
                  kernel->name, config_text, arch, found == MRT_LOOKUP_CORRUPT ? "corrupt in" : "not in",
-                 ctx->store_path, key_hex, arch, nvrtc_why);
+                 ctx->store_path, key_hex, arch, kernel->name, config_text, nvrtc_why);
     }
     MRT_CHECK(check_arch(nvrtc, arch, err));
 
@@ -176,7 +175,7 @@ mrt_status mrt__cubin_fetch(mrt_context *ctx, int arch, const mrt__kernel *kerne
     MRT_CHECK(nvrtc_compile(nvrtc, source, expression, arch, blob, size, entry, err));
     double compile_ms = now_ms() - start;
     ctx->stats.nvrtc_compiles++;
-    MRT_CHECK(mrt__store_put(ctx->store, key, variant, &in, *entry, compile_ms, *blob, *size, err));
+    MRT_CHECK(mrt__ctx_store_put(ctx, key, variant, &in, *entry, compile_ms, *blob, *size, err));
     /* Counted, not printed: a library must not write to stderr; tools read mrt_get_stats. */
     if (found == MRT_LOOKUP_CORRUPT)
         ctx->stats.corrupt_recompiled++;

@@ -38,6 +38,51 @@ mrt_status mrt_default_store_path(char *buf, size_t size)
     return MRT_OK;
 }
 
+/* MARLINRT_CACHE_READONLY: "1" forces the base store read-only, "0" or unset leaves the choice
+ * to the file's permissions; anything else is refused rather than guessed at. */
+static mrt_status env_read_only(mrt__err *err, int *read_only)
+{
+    const char *value = getenv("MARLINRT_CACHE_READONLY");
+    *read_only = 0;
+    if (!value || !*value || strcmp(value, "0") == 0)
+        return MRT_OK;
+    if (strcmp(value, "1") == 0) {
+        *read_only = 1;
+        return MRT_OK;
+    }
+    return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "MARLINRT_CACHE_READONLY=\"%s\": must be 0 or 1", value);
+}
+
+/* Open the base store and the overlay as the options and environment say. */
+static mrt_status open_stores(mrt_context *ctx, mrt__err *err)
+{
+    mrt_status rc = MRT_OK;
+    int read_only = 0;
+
+    MRT_CHECK(env_read_only(err, &read_only));
+    if (ctx->opts.flags & MRT_CTX_STORE_READONLY)
+        read_only = 1;
+    if (ctx->opts.flags & MRT_CTX_NO_STORE)
+        read_only = 0; /* a private in-memory store is always writable */
+    MRT_CHECK(mrt__store_open_mode(ctx->store_path, read_only ? MRT_STORE_OPEN_READONLY : 0, err, &ctx->store));
+
+    const char *overlay = ctx->opts.overlay_path;
+    if (!overlay)
+        overlay = getenv("MARLINRT_CACHE_OVERLAY");
+    if ((ctx->opts.flags & MRT_CTX_NO_STORE) || !overlay || !*overlay)
+        goto done;
+    if (strlen(overlay) >= sizeof ctx->overlay_path)
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_context_create: overlay path is longer than %zu bytes",
+                 sizeof ctx->overlay_path - 1);
+    if (strcmp(overlay, ctx->store_path) == 0)
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_context_create: the overlay %s is the store itself", overlay);
+    snprintf(ctx->overlay_path, sizeof ctx->overlay_path, "%s", overlay);
+    MRT_CHECK(mrt__store_open_mode(ctx->overlay_path, MRT_STORE_OPEN_WRITABLE, err, &ctx->overlay));
+done:
+    ctx->opts.overlay_path = NULL; /* never keep the caller's pointer */
+    return rc;
+}
+
 mrt_status mrt_context_create(const mrt_context_options *opts, mrt_context **out)
 {
     mrt__err *err = mrt__thread_err();
@@ -70,7 +115,7 @@ mrt_status mrt_context_create(const mrt_context_options *opts, mrt_context **out
         MRT_CHECK(mrt_default_store_path(ctx->store_path, sizeof ctx->store_path));
     }
     ctx->opts.store_path = NULL; /* never keep the caller's pointer */
-    MRT_CHECK(mrt__store_open(ctx->store_path, err, &ctx->store));
+    MRT_CHECK(open_stores(ctx, err));
 
     if (ctx->opts.flags & MRT_CTX_REQUIRE_DEVICE) {
         rc = mrt__device_open(ctx);
@@ -93,6 +138,7 @@ void mrt_context_destroy(mrt_context *ctx)
     if (ctx->cu_context && ctx->driver)
         ctx->driver->primary_ctx_release(ctx->cu_device);
     mrt__store_close(ctx->store);
+    mrt__store_close(ctx->overlay);
     free(ctx);
 }
 
@@ -118,27 +164,6 @@ mrt_status mrt_get_stats(const mrt_context *ctx, mrt_stats *stats)
         return MRT_ERR_INVALID_ARGUMENT;
     *stats = ctx->stats;
     return MRT_OK;
-}
-
-mrt_status mrt_store_foreach_cubin(mrt_context *ctx, mrt_cubin_row_fn fn, void *user)
-{
-    if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
-    mrt__err *err = mrt__ctx_err(ctx);
-    if (!fn)
-        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_store_foreach_cubin: fn is NULL");
-    return mrt__store_foreach(ctx->store, fn, user, err);
-}
-
-mrt_status mrt_store_summary_get(mrt_context *ctx, mrt_store_summary *summary)
-{
-    if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
-    mrt__err *err = mrt__ctx_err(ctx);
-    if (!summary)
-        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_store_summary_get: summary is NULL");
-    memset(summary, 0, sizeof *summary);
-    return mrt__store_summary(ctx->store, summary, err);
 }
 
 mrt_status mrt_nvrtc_version(mrt_context *ctx, int *major, int *minor)

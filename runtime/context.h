@@ -12,6 +12,16 @@ struct mrt_context {
     mrt_context_options opts;
     char store_path[4096];
     mrt__store *store;
+    /* The writable overlay (runtime/overlay.c), NULL without one: lookups read the base store
+     * first, then the overlay; every write goes to the overlay. */
+    char overlay_path[4096];
+    mrt__store *overlay;
+    /* XXH64 of the cubins the driver refused during the current load (runtime/overlay.c):
+     * lookups pass over them and evict them. Empty outside mrt__module_load_checked. */
+    uint64_t refused[4];
+    size_t refused_count;
+    /* The row the last store hit came from, to explain a refusal. */
+    mrt__row_meta last_hit;
     mrt__err err;
     char errbuf[MRT_ERRMSG_SIZE];
     mrt_stats stats;
@@ -35,6 +45,34 @@ struct mrt_context {
  * *blob and *entry are malloc'd. */
 mrt_status mrt__cubin_fetch(mrt_context *ctx, int arch, const mrt__kernel *kernel, const mrt_config *cfg,
                             void **blob, size_t *size, char **entry, mrt_cubin_origin *origin);
+
+/* The stores lookups read, base first then overlay; returns how many (0 to 2). */
+int mrt__ctx_read_stores(mrt_context *ctx, mrt__store *stores[2]);
+
+/* The store new rows go to: the overlay when there is one, else the base store unless it is
+ * read-only; NULL when nothing is writable (the caller keeps its result in memory and counts
+ * that). Tuning records follow the same rule as cubins. */
+mrt__store *mrt__ctx_write_store(mrt_context *ctx);
+
+/* Look a cubin up by exact key (by_variant 0) or by variant (1) in the base store, then in the
+ * overlay, passing over (and evicting) blobs in ctx->refused. Same outputs as mrt__store_get;
+ * CORRUPT only when no store had a good row and one had a damaged one. */
+mrt_status mrt__ctx_store_get(mrt_context *ctx, const uint8_t id[16], int by_variant, void **blob, size_t *size,
+                              char **entry, mrt__lookup *result, mrt__err *err);
+
+/* Insert a compiled cubin into mrt__ctx_write_store(ctx); with no writable store it is only
+ * counted (mrt_stats.store_writes_skipped), which is not an error. */
+mrt_status mrt__ctx_store_put(mrt_context *ctx, const uint8_t key[16], const uint8_t variant[16],
+                              const mrt__key_inputs *in, const char *entry, double compile_ms, const void *blob,
+                              size_t size, mrt__err *err);
+
+/* cuModuleLoadData of *blob into the current CUDA context. When the driver refuses the image
+ * (CUDA_ERROR_INVALID_IMAGE, NO_BINARY_FOR_GPU, UNSUPPORTED_PTX_VERSION, INVALID_PTX) the cubin
+ * is evicted from the store and fetched again (another stored row, or an NVRTC compile), and
+ * *blob, *size and *entry replaced; without NVRTC the error says what to install or warm. The
+ * caller has pushed the device's context. */
+mrt_status mrt__module_load_checked(mrt_context *ctx, int arch, const mrt__kernel *kernel, const mrt_config *cfg,
+                                    void **blob, size_t *size, char **entry, CUmodule *module);
 
 /* Make the device's primary context current on this thread for a sequence of driver calls. */
 mrt_status mrt__ctx_push(mrt_context *ctx);

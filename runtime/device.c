@@ -168,12 +168,8 @@ static mrt_status module_load(mrt_context *ctx, const mrt__kernel *kernel, const
     e->context_id = ctx->cu_context_id;
     e->kernel = kernel;
     e->config = *cfg;
-    if ((res = d->module_load_data(&e->module, blob)) != CUDA_SUCCESS) {
-        e->module = NULL;
-        char call[160];
-        snprintf(call, sizeof call, "cuModuleLoadData(%s sm_%d)", kernel->name, arch);
-        MRT_CHECK(mrt__cuda_fail(err, MRT_ERR_CUDA, call, res));
-    }
+    /* A cubin the driver refuses is evicted and fetched again (runtime/overlay.c). */
+    MRT_CHECK(mrt__module_load_checked(ctx, arch, kernel, cfg, &blob, &size, &entry_name, &e->module));
     ctx->stats.modules_loaded++;
     CUfunction fn = NULL;
     if ((res = d->module_get_function(&fn, e->module, entry_name)) != CUDA_SUCCESS)
