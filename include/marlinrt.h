@@ -535,7 +535,8 @@ typedef struct mrt_gemm_args {
 MRT_API mrt_status mrt_gemm_workspace_size(mrt_context *ctx, int64_t n, size_t *bytes);
 
 /**
- * The configuration mrt_gemm would pick for a shape on the context's device.
+ * The configuration mrt_gemm would pick for a shape on the context's device: the tuning
+ * winner recorded for its M bucket (see Autotuner), else the built-in heuristic. Never tunes.
  * Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT, MRT_ERR_UNSUPPORTED (no configuration fits
  * the shape), or a driver/device status.
  */
@@ -552,13 +553,223 @@ MRT_API mrt_status mrt_gemm_candidates(int group_size, mrt_config *configs, size
 
 /**
  * Launch the W4A16 GEMM on stream (NULL: the default stream). config NULL picks one
- * automatically; otherwise it must be valid for the shape. Asynchronous.
+ * automatically, as mrt_gemm_select does (with MRT_CTX_AUTOTUNE, the first use of a shape may
+ * tune it first: see Autotuner); otherwise it must be valid for the shape. Asynchronous.
  * Every argument is checked before any launch.
  * Returns MRT_OK; MRT_ERR_INVALID_ARGUMENT (null/misaligned pointer, bad shape or group
  * size); MRT_ERR_UNSUPPORTED (config does not fit the shape or device); MRT_ERR_WORKSPACE;
  * MRT_ERR_NO_DRIVER / MRT_ERR_NO_DEVICE / MRT_ERR_NO_NVRTC / MRT_ERR_COMPILE / MRT_ERR_CUDA.
  */
 MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args *args, const mrt_config *config);
+
+/* ------------------------------------------------------------------------- */
+/* Autotuner                                                                  */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * The autotuner times the plausible configurations of the GEMM for one problem on the
+ * context's GPU and records the fastest in the store, in the style of cuBLASLt's heuristic
+ * query: mrt_gemm_candidates_for lists what would be tried, mrt_gemm_tune times them and
+ * returns plain result structs, best first.
+ *
+ * Winners are recorded per device fingerprint (mrt_device_fingerprint), kernel, activation
+ * type ("f16"), group size, N, K and M bucket (mrt_gemm_m_bucket), together with the hash of
+ * the kernel source they were measured with. Another GPU model or another kernel source finds
+ * no winner and is tuned again: a winner is never used where it was not measured.
+ *
+ * Dispatch: mrt_gemm with config NULL, and mrt_gemm_select, use the winner recorded for the
+ * M bucket, else the built-in heuristic. A context asks the store once per shape and bucket
+ * and keeps the answer, so launches run no SQL; a winner another process records later is
+ * seen by contexts created after it.
+ *
+ * First-use tuning: with MRT_CTX_AUTOTUNE (or MARLINRT_AUTOTUNE=1), the first mrt_gemm of a
+ * shape and bucket that has no complete winner tunes it before launching (once per context): at the bucket's
+ * largest M (the call's M past MRT_TUNE_M_BUCKET_MAX), for at most MARLINRT_AUTOTUNE_BUDGET_MS
+ * milliseconds (default 5000; compiling a configuration the store lacks takes about a second),
+ * on the default stream, in device memory of its own (a few hundred MB: inputs rotate through
+ * more than twice the L2 size), never touching the caller's buffers, and records the winner.
+ * A tune the budget cut short is finished by the first uses of later processes, which reuse
+ * the timings already stored. Tune before capturing CUDA graphs. A failed first-use tune is
+ * counted (mrt_tune_stats) and the heuristic's pick runs: the launch does not fail for it.
+ */
+
+/** The largest M bucket: every M above MRT_TUNE_M_BUCKET_MAX / 2 shares it. */
+#define MRT_TUNE_M_BUCKET_MAX 4096
+
+/** M bucket of m: the smallest power of two >= m (1, 2, 4, 8, ... ), at most
+ *  MRT_TUNE_M_BUCKET_MAX; 0 for m < 1. One winner serves every M of a bucket. */
+MRT_API int64_t mrt_gemm_m_bucket(int64_t m);
+
+/** Fingerprint of a device: XXH3-64 over its name, compute capability, SM count, L2 size and
+ *  memory clock (0 for NULL). Tuning records are kept per fingerprint. */
+MRT_API uint64_t mrt_device_fingerprint(const mrt_device_info *info);
+
+/** One configuration timed by mrt_gemm_tune. Plain data, safe to store. */
+typedef struct mrt_tune_result {
+    mrt_config config;
+    double median_us;  /* per launch: median over the timed batches */
+    double spread_us;  /* interquartile range over the same batches */
+    int32_t tied;      /* 1: within the noise band of the fastest (see mrt_tune_options.noise) */
+    int32_t reused;    /* 1: the timing was read from the store, not measured by this call */
+    int32_t heuristic; /* 1: the configuration the built-in heuristic picks for this problem */
+    int32_t reserved[5];
+} mrt_tune_result;
+
+/** mrt_tune_options.flags (bitwise or). */
+enum mrt_tune_flag {
+    /** Time every candidate again instead of reusing the timings the store has for this
+     *  device, problem and kernel source. */
+    MRT_TUNE_RETIME = 1u << 0,
+    /** Record nothing: no timing rows, no winner, and the context keeps the winner it had. */
+    MRT_TUNE_NO_RECORD = 1u << 1,
+};
+
+/** What mrt_gemm_tune reports after each candidate (mrt_tune_options.progress). */
+typedef struct mrt_tune_event {
+    size_t index;           /* 0-based place of the candidate in the tuning order */
+    size_t total;           /* candidates of this tune */
+    mrt_tune_result result; /* config always; the times when status is MRT_OK */
+    mrt_status status;      /* MRT_OK, or why the candidate was left out: MRT_ERR_COMPILE,
+                             * MRT_ERR_NO_NVRTC (not in the store, no NVRTC), MRT_ERR_UNSUPPORTED */
+    const char *message;    /* "" or the detail of status; valid during the call */
+    int32_t reserved[4];
+} mrt_tune_event;
+
+/** Called after each candidate; return non-zero to stop the tune, whose winner is then chosen
+ *  among the configurations timed so far. */
+typedef int (*mrt_tune_progress_fn)(const mrt_tune_event *event, void *user);
+
+/** How mrt_gemm_tune works; start from mrt_tune_options_init. */
+typedef struct mrt_tune_options {
+    /** Wall-clock limit of the call in milliseconds, 0 for none. Checked before each candidate
+     *  that must be timed; at least one candidate is always timed. Candidates come in the
+     *  heuristic's order of preference, so a tune cut short still has a sensible winner. */
+    uint32_t budget_ms;
+    /** mrt_tune_flag bits. */
+    uint32_t flags;
+    /** Untimed batches before each configuration's timed ones (default 3; 0..1000). A batch is
+     *  one launch per copy of the inputs; the copies rotate through more than twice the L2
+     *  size, so the weights come from device memory as in a real model. */
+    int32_t warmup;
+    /** Timed batches per configuration; their median is the result (default 20; 1..1000). */
+    int32_t batches;
+    /** Relative noise band (default 0.02; 0..1): a configuration whose median is within
+     *  max(noise x best median, spread of the best) of the best median counts as tied, and
+     *  among tied configurations a fixed order on the fields picks the winner (fewest stages,
+     *  then threads, thread_m_blocks, thread_n_blocks, thread_k_blocks), so two processes
+     *  timing the same problem agree despite noise. */
+    double noise;
+    /** Called after each candidate; may be NULL. */
+    mrt_tune_progress_fn progress;
+    void *progress_user;
+    uint64_t reserved[4];
+} mrt_tune_options;
+
+/** Fill opts with the defaults (no budget, no flags, 3 warm-up and 20 timed batches, noise
+ *  0.02, no progress callback). */
+MRT_API void mrt_tune_options_init(mrt_tune_options *opts);
+
+/**
+ * The configurations mrt_gemm_tune would time for this problem on the context's device, in
+ * tuning order. From every configuration the kernel accepts (threads 128 or 256, 1..4
+ * m-blocks, thread_n and thread_k of 64, 128 or 256, stages 3, 4, 6 or 8, group_blocks set by
+ * the group size) it keeps those that
+ *   - divide the shape (thread_n | N, thread_k | K) and fit the device's shared memory;
+ *   - use at most ceil(M/16) m-blocks (4 past 64 rows), and no more than a smaller count that
+ *     cuts M into as many chunks (it would only pad);
+ *   - hold at most 64 fp32 accumulators per thread (more spill registers);
+ *   - keep at least half as many SMs busy as the best candidate (tiles / waves);
+ *   - need their pipeline depth: a deeper ring than the shallowest of the set that already
+ *     holds a block's whole stripe of tiles is left out.
+ * The heuristic's pick (what mrt_gemm runs untuned) always comes first when it fits the device,
+ * whatever the rules say; then the others, nearest to it first.
+ * Writes up to capacity entries (configs may be NULL with capacity 0) and the total to *count.
+ * Returns MRT_OK (the count may be 0 when nothing fits the device); MRT_ERR_INVALID_ARGUMENT
+ * (NULL ctx or count, configs NULL with a capacity, bad shape or group size);
+ * MRT_ERR_UNSUPPORTED (shape too large, or an MRT_CTX_OFFLINE context); MRT_ERR_NO_DRIVER /
+ * MRT_ERR_NO_DEVICE / MRT_ERR_CUDA (the device is needed for its shared memory and SM count).
+ */
+MRT_API mrt_status mrt_gemm_candidates_for(mrt_context *ctx, int64_t m, int64_t n, int64_t k, int group_size,
+                                           mrt_config *configs, size_t capacity, size_t *count);
+
+/**
+ * Every configuration mrt_gemm_tune may time for group_size, on any device and shape: the
+ * kernel's space with stages 3, 4, 6, 8 and at most 64 accumulators per thread, for
+ * group_size's group_blocks and for per channel (a group as deep as K runs per channel). For
+ * `marlinrt warm`, so that a store filled on a build machine lets a GPU machine without NVRTC
+ * tune. Writes up to capacity entries (configs may be NULL with capacity 0) and the total to
+ * *count. Returns MRT_OK or MRT_ERR_INVALID_ARGUMENT (NULL count, configs NULL with a
+ * capacity, group_size not -1, 32, 64 or 128).
+ */
+MRT_API mrt_status mrt_gemm_tune_space(int group_size, mrt_config *configs, size_t capacity, size_t *count);
+
+/**
+ * Tune the GEMM for one problem: time the candidates of mrt_gemm_candidates_for at this M, in
+ * that order, within opts->budget_ms; choose the winner (the tied configuration first in the
+ * fixed order, see mrt_tune_options.noise); record one timing row per configuration as it is
+ * timed and the winner for mrt_gemm_m_bucket(m); and make this context use it. Timings the
+ * store already has for this device, problem and kernel source are reused, not measured again
+ * (unless MRT_TUNE_RETIME): a tune cut short, or run after candidates were added, only times
+ * what is missing. Tune the largest M of a bucket to serve all of it.
+ *
+ * Timing uses device memory of its own (the inputs rotate through more than twice the L2
+ * size), CUDA events on the default stream, opts->warmup untimed then opts->batches timed
+ * batches per configuration, and reports their median and interquartile range. Compiling a
+ * configuration the store lacks is done before its timing, never inside it. A candidate whose
+ * probe (one warm-up and one timed batch) takes more than 1.5 times the best median so far is
+ * reported from that probe alone: it can neither win nor tie.
+ *
+ * opts may be NULL for the defaults. results may be NULL with capacity 0. On MRT_OK (and on
+ * MRT_ERR_STORE, where the timings are valid but could not be recorded) up to capacity
+ * results are written, the winner first, then by median; *count gets the number of
+ * configurations timed or reused. Candidates that fail to compile, or have no cubin and no
+ * NVRTC to make one, are left out (reported through opts->progress) and the tune goes on.
+ * On a read-only store nothing is written: the winner serves this context only
+ * (mrt_tune_stats.records_skipped counts what was not recorded).
+ *
+ * Returns MRT_OK; MRT_ERR_INVALID_ARGUMENT (NULL ctx or count, results NULL with a capacity,
+ * bad shape or group size, an option out of range, unknown flags or non-zero reserved fields);
+ * MRT_ERR_UNSUPPORTED (shape too large, an MRT_CTX_OFFLINE context, no candidate fits the
+ * device); MRT_ERR_COMPILE / MRT_ERR_NO_NVRTC (every candidate failed so: the status of the
+ * last); MRT_ERR_NO_DRIVER / MRT_ERR_NO_DEVICE / MRT_ERR_CUDA (no device, or an allocation or
+ * launch failed: the tune stops); MRT_ERR_STORE (the tuning records could not be read or
+ * written); MRT_ERR_OUT_OF_MEMORY.
+ */
+MRT_API mrt_status mrt_gemm_tune(mrt_context *ctx, int64_t m, int64_t n, int64_t k, int group_size,
+                                 const mrt_tune_options *opts, mrt_tune_result *results, size_t capacity,
+                                 size_t *count);
+
+/**
+ * The winner recorded for mrt_gemm_m_bucket(m) of this problem on the context's device (its
+ * fingerprint) and kernel source, as the context sees it (looked up once, then kept).
+ * Returns MRT_OK with *config; MRT_ERR_NOT_FOUND (none recorded, or the recorded one does not
+ * fit this shape and device); MRT_ERR_INVALID_ARGUMENT (NULL argument, bad shape or group
+ * size); MRT_ERR_UNSUPPORTED (shape too large, MRT_CTX_OFFLINE); MRT_ERR_NO_DRIVER /
+ * MRT_ERR_NO_DEVICE / MRT_ERR_CUDA; MRT_ERR_STORE (the lookup failed); MRT_ERR_OUT_OF_MEMORY.
+ */
+MRT_API mrt_status mrt_gemm_winner(mrt_context *ctx, int64_t m, int64_t n, int64_t k, int group_size,
+                                   mrt_config *config);
+
+/** What the tuner did on a context (mrt_tune_stats_get). */
+typedef struct mrt_tune_stats {
+    uint64_t tunes;              /* tunes run: mrt_gemm_tune calls and first-use tunes */
+    uint64_t autotunes;          /* of which first-use tunes started by mrt_gemm */
+    uint64_t configs_timed;      /* configurations timed on the GPU */
+    uint64_t timings_reused;     /* stored timings used instead of timing again */
+    uint64_t configs_failed;     /* candidates left out: no compile, no cubin, or no launch */
+    uint64_t winner_lookups;     /* winner queries sent to the store (one per problem and bucket) */
+    uint64_t winner_picks;       /* mrt_gemm calls with config NULL that ran a recorded winner */
+    uint64_t heuristic_picks;    /* mrt_gemm calls with config NULL that ran the heuristic's pick */
+    uint64_t winners_rejected;   /* recorded winners that do not fit their problem here: ignored */
+    uint64_t records_skipped;    /* timing or winner rows not written: the store is read-only */
+    uint64_t failures;           /* winner lookups or first-use tunes that failed: the heuristic
+                                  * ran instead; last_failure says why */
+    uint64_t reserved[9];
+    char last_failure[512];      /* message of the latest such failure, "" if none */
+} mrt_tune_stats;
+
+/** Copy the context's tuner statistics. Returns MRT_OK or MRT_ERR_INVALID_ARGUMENT. */
+MRT_API mrt_status mrt_tune_stats_get(const mrt_context *ctx, mrt_tune_stats *stats);
 
 /* ------------------------------------------------------------------------- */
 /* Host-side weight packing and the CPU reference (no GPU needed)             */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "context.h"
+#include "tune.h"
 
 void mrt_context_options_init(mrt_context_options *opts)
 {
@@ -98,6 +99,10 @@ mrt_status mrt_context_create(const mrt_context_options *opts, mrt_context **out
         MRT_FAIL(err, MRT_ERR_OUT_OF_MEMORY, "mrt_context_create: out of memory");
     if (opts)
         ctx->opts = *opts;
+    /* MARLINRT_AUTOTUNE=1 turns first-use tuning on for every context of the process; 0 or
+     * unset leaves the flag as the caller set it. */
+    if (mrt__env_long("MARLINRT_AUTOTUNE", 0) != 0)
+        ctx->opts.flags |= MRT_CTX_AUTOTUNE;
     ctx->err.buf = ctx->errbuf;
     ctx->err.size = sizeof ctx->errbuf;
     if (ctx->opts.device < 0)
@@ -137,6 +142,7 @@ void mrt_context_destroy(mrt_context *ctx)
         return;
     if (ctx->cu_context && ctx->driver)
         ctx->driver->primary_ctx_release(ctx->cu_device);
+    mrt__tune_state_free(ctx->tune);
     mrt__store_close(ctx->store);
     mrt__store_close(ctx->overlay);
     free(ctx);

@@ -39,6 +39,9 @@ struct mrt_context {
      * and recreated, so the process-unique cuCtxGetId value is used where the driver has it. */
     unsigned long long cu_context_id;
     mrt_device_info info;
+
+    /* The autotuner's winner cache and statistics (runtime/tune.c), made on first use. */
+    struct mrt__tune_state *tune;
 };
 
 /* Fetch the cubin for kernel+cfg on sm_<arch>: store first, NVRTC on a miss.

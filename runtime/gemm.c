@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "runtime/runtime.h"
+#include "runtime/tune.h"
 
 /* Largest value any 32-bit index inside the kernel may reach; half of INT32_MAX leaves room
  * for the sums the kernel forms next to them (stripe ends, next-slice starts). */
@@ -238,6 +239,33 @@ static mrt_status check_config_fits(mrt__err *err, const mrt_config *cfg, int64_
     return MRT_OK;
 }
 
+/* The rules above, for the autotuner (runtime/tune.c, declared in runtime/tune.h). */
+mrt_status mrt__marlin_check_shape(mrt__err *err, const char *field, int64_t m, int64_t n, int64_t k, int group_size)
+{
+    return check_shape(err, field, m, n, k, group_size);
+}
+
+void mrt__marlin_heuristic(int64_t m, int64_t n, int64_t k, int group_size, mrt_config *cfg)
+{
+    pick_config(m, n, k, group_size, cfg);
+}
+
+mrt_status mrt__marlin_config_fits(mrt__err *err, const mrt_config *cfg, int64_t n, int64_t k, int group_size,
+                                   const mrt_device_info *dev)
+{
+    return check_config_fits(err, cfg, n, k, group_size, dev);
+}
+
+int64_t mrt__marlin_smem_bytes(const mrt_config *cfg)
+{
+    return marlin_smem_bytes(cfg);
+}
+
+int mrt__marlin_group_blocks(int group_size, int64_t k)
+{
+    return marlin_group_blocks(group_size, k);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Public API                                                                            */
 /* ------------------------------------------------------------------------------------ */
@@ -275,7 +303,8 @@ MRT_API mrt_status mrt_gemm_select(mrt_context *ctx, int64_t m, int64_t n, int64
         MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm_select: config is NULL");
     MRT_CHECK(check_shape(err, "mrt_gemm_select: ", m, n, k, group_size));
     MRT_CHECK(mrt__device_open(ctx));
-    pick_config(m, n, k, group_size, &chosen);
+    /* The recorded winner of the M bucket, else the heuristic's pick. */
+    MRT_CHECK(mrt__tune_select(ctx, m, n, k, group_size, 0, &chosen));
     MRT_CHECK(check_config_fits(err, &chosen, n, k, group_size, mrt__device(ctx)));
     *config = chosen;
 done:
@@ -367,7 +396,7 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
     if (config)
         cfg = *config;
     else
-        pick_config(args->m, args->n, args->k, args->group_size, &cfg);
+        MRT_CHECK(mrt__tune_select(ctx, args->m, args->n, args->k, args->group_size, 1, &cfg));
     MRT_CHECK(check_config_fits(err, &cfg, args->n, args->k, args->group_size, dev));
 
     MRT_CHECK(mrt__get_function(ctx, MRT_KERNEL_MARLIN_W4A16, &cfg, &fn));

@@ -17,6 +17,7 @@ int cmd_info(const char *db, int argc, char **argv);
 int cmd_cache(const char *db, int argc, char **argv);
 int cmd_warm(const char *db, int argc, char **argv);
 int cmd_bench(const char *db, int argc, char **argv);
+int cmd_tune(const char *db, int argc, char **argv);
 
 /* Print "marlinrt: <message>" and the usage text to stderr; returns 2. */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

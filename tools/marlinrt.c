@@ -126,6 +126,7 @@ static const struct {
     {"cache", cmd_cache},
     {"warm", cmd_warm},
     {"bench", cmd_bench},
+    {"tune", cmd_tune},
 };
 
 int main(int argc, char **argv)
