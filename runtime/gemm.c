@@ -27,31 +27,17 @@
 /* Pipeline depth of every configuration the library picks itself. */
 #define MARLIN_DEFAULT_STAGES 4
 
-/* A block tile shape: threads, 16-column blocks (N), 16-deep blocks (K). */
-typedef struct tile_shape {
-    int threads;
-    int thread_n_blocks;
-    int thread_k_blocks;
-} tile_shape;
+/* The heuristic's repertoire: tile widths (thread_n) and depths (thread_k) in 16-column or
+ * 16-deep blocks, widest and deepest first. */
+static const int heuristic_blocks[] = {16, 8, 4};
+#define HEURISTIC_BLOCK_COUNT 3
 
-/* Shapes for one 16-row block of A (M <= 16), best first. With a single m-block the work
- * per tile is tiny, so what matters is cutting the weights into enough tiles of balanced
- * size: 128 x 128 (the reference Marlin's small-batch tile), then the 64-wide fallbacks
- * for N or K not a multiple of 128. The last shape fits every legal problem. */
-static const tile_shape small_m_shapes[] = {
-    {256, 8, 8},
-    {256, 8, 4},
-    {256, 4, 8},
-    {128, 4, 4},
-};
-
-/* Shapes for 2..4 m-blocks: wide and shallow (N 256, K 64) so the A fragments are reused
- * over more columns, as the reference does for larger batches, then the fallbacks. */
-static const tile_shape large_m_shapes[] = {
-    {256, 16, 4},
-    {256, 8, 4},
-    {128, 4, 4},
-};
+/* Work items the heuristic aims for per SM: with fewer, the striped partition leaves SMs
+ * waiting on reductions; with more, the tiles are narrower than they need to be. Measured
+ * on an H200 (docs/performance.md, v1): the tuned winners of the ANCHORS layers all have 7
+ * to 54 tiles per SM, and the widest tile with at least 24 per SM, on the deepest K step,
+ * is within a few percent of the winner on every one of them. */
+#define HEURISTIC_TILES_PER_SM 24
 
 #define COUNT_OF(array) (sizeof(array) / sizeof((array)[0]))
 
@@ -186,32 +172,53 @@ mrt_status mrt__marlin_validate(const mrt_config *cfg, mrt__err *err)
 /* Configuration choice                                                                  */
 /* ------------------------------------------------------------------------------------ */
 
-static void make_config(mrt_config *cfg, int thread_m_blocks, const tile_shape *shape, int group_blocks)
+/* A configuration of the heuristic's repertoire: 256 threads, except 128 for a 64 x 64 tile
+ * (each thread must own whole int4 of a B tile); 4 stages, 3 with 4 m-blocks (their larger
+ * A tiles make each stage bigger). */
+static void heuristic_config(mrt_config *cfg, int thread_m_blocks, int n_blocks, int k_blocks, int group_blocks)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->threads = shape->threads;
+    cfg->threads = n_blocks * k_blocks * 8 % 256 == 0 ? 256 : 128;
     cfg->thread_m_blocks = thread_m_blocks;
-    cfg->thread_n_blocks = shape->thread_n_blocks;
-    cfg->thread_k_blocks = shape->thread_k_blocks;
-    cfg->stages = MARLIN_DEFAULT_STAGES;
+    cfg->thread_n_blocks = n_blocks;
+    cfg->thread_k_blocks = k_blocks;
+    cfg->stages = thread_m_blocks == 4 ? 3 : MARLIN_DEFAULT_STAGES;
     cfg->group_blocks = group_blocks;
 }
 
-/* The heuristic: m-blocks from M (chunks of 64 rows past 64), then the first shape of the
- * list for that m-block count whose tile divides N and K. Shape already checked. */
-static void pick_config(int64_t m, int64_t n, int64_t k, int group_size, mrt_config *cfg)
+/* The heuristic: m-blocks from M (chunks of 64 rows past 64); the deepest K step that
+ * divides K (long contiguous runs of weights per block); then the widest tile that divides N
+ * and still gives HEURISTIC_TILES_PER_SM tiles per SM, else the narrowest that divides N.
+ * If the device's shared memory cannot hold that, the K step and then the width are halved.
+ * dev NULL: 132 SMs and no shared-memory limit. Shape already checked. */
+static void pick_config(int64_t m, int64_t n, int64_t k, int group_size, const mrt_device_info *dev,
+                        mrt_config *cfg)
 {
+    const int sms = dev && dev->sm_count > 0 ? dev->sm_count : 132;
     const int thread_m_blocks = m > 64 ? 4 : (int)((m + 15) / 16);
-    const tile_shape *shapes = thread_m_blocks == 1 ? small_m_shapes : large_m_shapes;
-    const size_t count = thread_m_blocks == 1 ? COUNT_OF(small_m_shapes) : COUNT_OF(large_m_shapes);
-    size_t chosen = count - 1; /* the 64 x 64 tile fits every legal shape */
-    for (size_t i = 0; i < count; i++) {
-        if (n % (16 * shapes[i].thread_n_blocks) == 0 && k % (16 * shapes[i].thread_k_blocks) == 0) {
-            chosen = i;
-            break;
-        }
+    const int64_t chunks = (m + 16 * thread_m_blocks - 1) / (16 * thread_m_blocks);
+    /* The last entry (4 blocks, 64) divides every legal K and N. */
+    int k_blocks = 4, n_blocks = 0;
+    for (int i = HEURISTIC_BLOCK_COUNT - 1; i >= 0; i--)
+        if (k % (16 * heuristic_blocks[i]) == 0)
+            k_blocks = heuristic_blocks[i];
+    const int64_t target = (int64_t)HEURISTIC_TILES_PER_SM * sms;
+    for (int i = 0; i < HEURISTIC_BLOCK_COUNT && !n_blocks; i++) {
+        const int64_t width = 16 * heuristic_blocks[i];
+        if (n % width == 0 && chunks * (k / (16 * k_blocks)) * (n / width) >= target)
+            n_blocks = heuristic_blocks[i];
     }
-    make_config(cfg, thread_m_blocks, &shapes[chosen], marlin_group_blocks(group_size, k));
+    if (!n_blocks)
+        n_blocks = 4;
+    heuristic_config(cfg, thread_m_blocks, n_blocks, k_blocks, marlin_group_blocks(group_size, k));
+    /* Halving keeps dividing K and N (the blocks are powers of two); 64 x 64 fits anywhere. */
+    while (dev && marlin_smem_bytes(cfg) > dev->max_smem_optin && (k_blocks > 4 || n_blocks > 4)) {
+        if (k_blocks > 4)
+            k_blocks /= 2;
+        else
+            n_blocks /= 2;
+        heuristic_config(cfg, thread_m_blocks, n_blocks, k_blocks, cfg->group_blocks);
+    }
 }
 
 /* A configuration (already valid on its own) checked against a shape and the device. */
@@ -245,9 +252,10 @@ mrt_status mrt__marlin_check_shape(mrt__err *err, const char *field, int64_t m, 
     return check_shape(err, field, m, n, k, group_size);
 }
 
-void mrt__marlin_heuristic(int64_t m, int64_t n, int64_t k, int group_size, mrt_config *cfg)
+void mrt__marlin_heuristic(int64_t m, int64_t n, int64_t k, int group_size, const mrt_device_info *dev,
+                           mrt_config *cfg)
 {
-    pick_config(m, n, k, group_size, cfg);
+    pick_config(m, n, k, group_size, dev, cfg);
 }
 
 mrt_status mrt__marlin_config_fits(mrt__err *err, const mrt_config *cfg, int64_t n, int64_t k, int group_size,
@@ -311,17 +319,17 @@ done:
     return rc;
 }
 
-/* Append every configuration pick_config() can return with this group_blocks (all shapes,
- * all m-block counts), writing while there is capacity and counting all. */
+/* Append every configuration pick_config() can return with this group_blocks (every m-block
+ * count, tile width and depth), writing while there is capacity and counting all. */
 static void append_candidates(int group_blocks, mrt_config *configs, size_t capacity, size_t *total)
 {
     for (int tmb = 1; tmb <= 4; tmb++) {
-        const tile_shape *shapes = tmb == 1 ? small_m_shapes : large_m_shapes;
-        const size_t n_shapes = tmb == 1 ? COUNT_OF(small_m_shapes) : COUNT_OF(large_m_shapes);
-        for (size_t i = 0; i < n_shapes; i++) {
-            if (*total < capacity)
-                make_config(&configs[*total], tmb, &shapes[i], group_blocks);
-            (*total)++;
+        for (int ki = 0; ki < HEURISTIC_BLOCK_COUNT; ki++) {
+            for (int ni = 0; ni < HEURISTIC_BLOCK_COUNT; ni++) {
+                if (*total < capacity)
+                    heuristic_config(&configs[*total], tmb, heuristic_blocks[ni], heuristic_blocks[ki], group_blocks);
+                (*total)++;
+            }
         }
     }
 }

@@ -295,7 +295,7 @@ void mrt__tune_candidates(const mrt_device_info *dev, int64_t m, int64_t n, int6
     const int group_blocks = mrt__marlin_group_blocks(group_size, k);
 
     mrt_config heuristic;
-    mrt__marlin_heuristic(m, n, k, group_size, &heuristic);
+    mrt__marlin_heuristic(m, n, k, group_size, dev, &heuristic);
     const int heuristic_fits = mrt__marlin_config_fits(NULL, &heuristic, n, k, group_size, dev) == MRT_OK;
 
     /* Pass 1: the rules that look at one configuration. */
@@ -682,7 +682,7 @@ mrt_status mrt__tune_run(mrt_context *ctx, const mrt_device_info *dev, int64_t m
     if (!timed)
         MRT_FAIL(err, MRT_ERR_OUT_OF_MEMORY, "out of memory for %zu tuning results", total);
     mrt_config heuristic;
-    mrt__marlin_heuristic(m, n, k, group_size, &heuristic);
+    mrt__marlin_heuristic(m, n, k, group_size, dev, &heuristic);
 
     char fingerprint[17];
     const mrt__tuning_key key = make_key(dev, n, k, group_size, fingerprint);
@@ -969,7 +969,7 @@ mrt_status mrt__tune_select(mrt_context *ctx, int64_t m, int64_t n, int64_t k, i
         if (launching)
             state->stats.winner_picks++;
     } else {
-        mrt__marlin_heuristic(m, n, k, group_size, cfg);
+        mrt__marlin_heuristic(m, n, k, group_size, dev, cfg);
         if (launching)
             state->stats.heuristic_picks++;
     }

@@ -19,7 +19,9 @@
 mrt_status mrt__marlin_check_shape(mrt__err *err, const char *field, int64_t m, int64_t n, int64_t k, int group_size);
 /* The built-in heuristic's configuration for a shape already checked (it may still not fit the
  * device: check with mrt__marlin_config_fits). */
-void mrt__marlin_heuristic(int64_t m, int64_t n, int64_t k, int group_size, mrt_config *cfg);
+/* The heuristic's pick for this shape on dev (NULL: 132 SMs, no shared-memory limit). */
+void mrt__marlin_heuristic(int64_t m, int64_t n, int64_t k, int group_size, const mrt_device_info *dev,
+                           mrt_config *cfg);
 /* A configuration, valid on its own, against a shape and a device (divisibility, group blocks,
  * shared memory). */
 mrt_status mrt__marlin_config_fits(mrt__err *err, const mrt_config *cfg, int64_t n, int64_t k, int group_size,

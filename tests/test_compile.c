@@ -14,13 +14,10 @@
 static const int all_archs[] = {80, 86, 89, 90};
 
 /* A cubin is an ELF64 object for the CUDA machine (EM_CUDA = 190). */
-static void assert_cubin(const void *blob, size_t size)
+static int is_cubin(const void *blob, size_t size)
 {
     const unsigned char *b = blob;
-    assert_true(size > 64);
-    assert_memory_equal(b, "\x7f" "ELF", 4);
-    assert_int_equal(b[4], 2); /* ELFCLASS64 */
-    assert_int_equal(b[18] | b[19] << 8, 190);
+    return size > 64 && memcmp(b, "\x7f" "ELF", 4) == 0 && b[4] == 2 /* ELFCLASS64 */ && (b[18] | b[19] << 8) == 190;
 }
 
 static void require_nvrtc(mrt_context *ctx)
@@ -46,41 +43,102 @@ static void test_compile__sources_need_no_include(void **state)
         assert_non_null(mrt__kernel_source(mrt__kernel_find(mrt_kernel_name(k))));
 }
 
+/* One compile job of the sweep below; each worker thread has its own context. */
+typedef struct compile_job {
+    const char *kernel;
+    int arch;
+    mrt_config config;
+    mrt_status rc;
+    mrt_cubin_origin origin;
+    int cubin_ok;
+    char why[512];
+} compile_job;
+
+typedef struct compile_sweep {
+    compile_job *jobs;
+} compile_sweep;
+
+static void compile_one(int64_t i, void *user)
+{
+    compile_sweep *sweep = user;
+    compile_job *job = &sweep->jobs[i];
+    mrt_context_options opts;
+    mrt_context_options_init(&opts);
+    opts.flags = MRT_CTX_NO_STORE | MRT_CTX_OFFLINE;
+    mrt_context *ctx = NULL;
+    job->rc = mrt_context_create(&opts, &ctx);
+    if (job->rc != MRT_OK) {
+        snprintf(job->why, sizeof job->why, "%s", mrt_thread_errmsg());
+        return;
+    }
+    void *blob = NULL;
+    size_t size = 0;
+    job->rc = mrt_get_cubin(ctx, job->arch, job->kernel, &job->config, &blob, &size, &job->origin);
+    if (job->rc != MRT_OK) {
+        snprintf(job->why, sizeof job->why, "%s", mrt_errmsg(ctx));
+    } else {
+        job->cubin_ok = is_cubin(blob, size);
+    }
+    mrt_free(blob);
+    mrt_context_destroy(ctx);
+}
+
+/* Every configuration the library can pick, for every arch CI must cover, compiled by NVRTC
+ * (in parallel: NVRTC is thread-safe across programs, and there are a few hundred). */
 static void test_compile__every_default_config_for_every_arch(void **state)
 {
     (void)state;
-    mrt_context *ctx = mrt_test_context(NULL, MRT_CTX_NO_STORE | MRT_CTX_OFFLINE);
-    require_nvrtc(ctx);
-    size_t compiled = 0;
+    mrt_context *probe = mrt_test_context(NULL, MRT_CTX_NO_STORE | MRT_CTX_OFFLINE);
+    require_nvrtc(probe);
+    mrt_context_destroy(probe);
+    /* MRT_TEST_COMPILE_ARCHS (e.g. "90") narrows the sweep; .ci/run sets it for the second,
+     * sanitizer pass, where only the host code differs from the first. */
+    int archs[4], arch_count = 0;
+    const char *only = getenv("MRT_TEST_COMPILE_ARCHS");
+    for (size_t a = 0; a < sizeof all_archs / sizeof all_archs[0]; a++) {
+        char text[8];
+        snprintf(text, sizeof text, "%d", all_archs[a]);
+        if (!only || strstr(only, text))
+            archs[arch_count++] = all_archs[a];
+    }
+    assert_true(arch_count > 0);
+    size_t total = 0;
+    for (int k = 0; mrt_kernel_name(k); k++) {
+        size_t count = 0;
+        assert_int_equal(mrt_kernel_default_configs(mrt_kernel_name(k), NULL, 0, &count), MRT_OK);
+        assert_true(count > 0);
+        total += count * (size_t)arch_count;
+    }
+    compile_sweep sweep = {calloc(total, sizeof(compile_job))};
+    assert_non_null(sweep.jobs);
+    size_t at = 0;
     for (int k = 0; mrt_kernel_name(k); k++) {
         const char *kernel = mrt_kernel_name(k);
         size_t count = 0;
         assert_int_equal(mrt_kernel_default_configs(kernel, NULL, 0, &count), MRT_OK);
-        assert_true(count > 0);
         mrt_config *configs = calloc(count, sizeof *configs);
         assert_non_null(configs);
         assert_int_equal(mrt_kernel_default_configs(kernel, configs, count, &count), MRT_OK);
-        for (size_t a = 0; a < sizeof all_archs / sizeof all_archs[0]; a++) {
-            for (size_t i = 0; i < count; i++) {
-                void *blob = NULL;
-                size_t size = 0;
-                mrt_cubin_origin origin = MRT_CUBIN_FROM_STORE;
-                mrt_status rc = mrt_get_cubin(ctx, all_archs[a], kernel, &configs[i], &blob, &size, &origin);
-                if (rc != MRT_OK)
-                    fail_msg("%s sm_%d config %zu: %s: %s", kernel, all_archs[a], i, mrt_status_str(rc),
-                             mrt_errmsg(ctx));
-                assert_int_equal(origin, MRT_CUBIN_COMPILED);
-                assert_cubin(blob, size);
-                mrt_free(blob);
-                compiled++;
-            }
-        }
+        for (int a = 0; a < arch_count; a++)
+            for (size_t i = 0; i < count; i++)
+                sweep.jobs[at++] = (compile_job){.kernel = kernel, .arch = archs[a], .config = configs[i]};
         free(configs);
     }
-    mrt_stats stats;
-    assert_int_equal(mrt_get_stats(ctx, &stats), MRT_OK);
-    assert_int_equal(stats.nvrtc_compiles, compiled);
-    mrt_context_destroy(ctx);
+    assert_int_equal(at, total);
+    uint64_t calls_before = mrt__nvrtc_compile_calls();
+    mrt__parallel_for((int64_t)total, mrt__worker_count(0), compile_one, &sweep);
+    for (size_t i = 0; i < total; i++) {
+        const compile_job *job = &sweep.jobs[i];
+        if (job->rc != MRT_OK || job->origin != MRT_CUBIN_COMPILED || !job->cubin_ok)
+            fail_msg("%s sm_%d t%d.m%d.n%d.k%d.s%d.g%d: %s (origin %d, cubin %s): %s", job->kernel, job->arch,
+                     job->config.threads, job->config.thread_m_blocks, job->config.thread_n_blocks,
+                     job->config.thread_k_blocks, job->config.stages, job->config.group_blocks,
+                     mrt_status_str(job->rc), (int)job->origin, job->cubin_ok ? "ok" : "bad", job->why);
+    }
+    assert_int_equal(mrt__nvrtc_compile_calls() - calls_before, total);
+    fprintf(stderr, "[compile] %zu cubins for %d arch(s)%s\n", total, arch_count,
+            only ? " (narrowed by MRT_TEST_COMPILE_ARCHS)" : "");
+    free(sweep.jobs);
 }
 
 static void test_compile__archs_give_different_cubins(void **state)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "runtime/context.h"
+#include "runtime/tune.h"
 
 /* ------------------------------------------------------------------------- */
 /* Argument checks: no GPU needed, because they must come before any GPU use.  */
@@ -123,6 +124,50 @@ static void test_gemm__candidates_are_valid_and_cover_every_group(void **state)
     assert_int_equal(mrt_gemm_candidates(48, NULL, 0, &count), MRT_ERR_INVALID_ARGUMENT);
     assert_int_equal(mrt_gemm_candidates(128, NULL, 3, &count), MRT_ERR_INVALID_ARGUMENT);
     mrt_context_destroy(ctx);
+}
+
+static void test_gemm__heuristic_fits_shape_and_device(void **state)
+{
+    (void)state;
+    /* An H200-like and an sm_86-like device (99 KiB of opt-in shared memory, 84 SMs). */
+    mrt_device_info devices[2];
+    memset(devices, 0, sizeof devices);
+    snprintf(devices[0].name, sizeof devices[0].name, "big");
+    devices[0].sm_count = 132;
+    devices[0].max_smem_optin = 227 * 1024;
+    snprintf(devices[1].name, sizeof devices[1].name, "small");
+    devices[1].sm_count = 84;
+    devices[1].max_smem_optin = 99 * 1024;
+    const int groups[] = {-1, 32, 64, 128};
+    const int64_t dims[] = {64, 128, 192, 256, 704, 1344, 4096, 4160, 8192, 10944, 28672, 57344};
+    const int64_t ms[] = {1, 16, 17, 64, 65, 512, 4097};
+    size_t count = 0;
+    mrt_config all[512];
+    for (size_t d = 0; d < 2; d++)
+        for (size_t g = 0; g < 4; g++)
+            for (size_t ki = 0; ki < sizeof dims / sizeof dims[0]; ki++)
+                for (size_t ni = 0; ni < sizeof dims / sizeof dims[0]; ni++)
+                    for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
+                        const int64_t k = dims[ki], n = dims[ni];
+                        if (groups[g] > 0 && k % groups[g])
+                            continue;
+                        mrt_config cfg;
+                        mrt__marlin_heuristic(ms[mi], n, k, groups[g], &devices[d], &cfg);
+                        char why[256] = "";
+                        mrt__err err = {why, sizeof why};
+                        if (mrt__marlin_config_fits(&err, &cfg, n, k, groups[g], &devices[d]) != MRT_OK ||
+                            mrt__marlin_validate(&cfg, &err) != MRT_OK)
+                            fail_msg("%s k=%lld n=%lld m=%lld g=%d: %s", devices[d].name, (long long)k, (long long)n,
+                                     (long long)ms[mi], groups[g], why);
+                        /* Every pick is among the configurations `warm` compiles. */
+                        assert_int_equal(mrt_gemm_candidates(groups[g], all, 512, &count), MRT_OK);
+                        size_t i = 0;
+                        while (i < count && memcmp(&all[i], &cfg, sizeof cfg) != 0)
+                            i++;
+                        if (i == count)
+                            fail_msg("k=%lld n=%lld m=%lld g=%d: pick not among mrt_gemm_candidates", (long long)k,
+                                     (long long)n, (long long)ms[mi], groups[g]);
+                    }
 }
 
 /* ------------------------------------------------------------------------- */
@@ -510,6 +555,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest cpu_tests[] = {
         cmocka_unit_test(test_gemm__arguments_checked_before_gpu_use),
         cmocka_unit_test(test_gemm__candidates_are_valid_and_cover_every_group),
+        cmocka_unit_test(test_gemm__heuristic_fits_shape_and_device),
     };
     const struct CMUnitTest gpu_tests[] = {
         cmocka_unit_test(test_gemm__too_small_workspace_is_refused),

@@ -257,7 +257,7 @@ static void test_tune__candidates_fit_shape_and_device(void **state)
                     assert_true(pruned[MRT_PRUNE_KEEP] == count);
 
                     mrt_config heuristic;
-                    mrt__marlin_heuristic(m, n, k, group, &heuristic);
+                    mrt__marlin_heuristic(m, n, k, group, dev, &heuristic);
                     if (mrt__marlin_config_fits(NULL, &heuristic, n, k, group, dev) == MRT_OK &&
                         mrt__tune_config_order(&list[0], &heuristic) != 0)
                         fail_msg("%s: the heuristic's pick is not first", where);
@@ -747,7 +747,7 @@ static void test_tune__fingerprint_change_forces_retune(void **state)
     mrt_context *b = fake_device_context(path, &dev_b, 0);
     assert_int_equal(mrt_gemm_winner(b, m, n, k, 128, &cfg), MRT_ERR_NOT_FOUND);
     mrt_config heuristic;
-    mrt__marlin_heuristic(m, n, k, 128, &heuristic);
+    mrt__marlin_heuristic(m, n, k, 128, &dev_b, &heuristic);
     assert_int_equal(mrt_gemm_select(b, m, n, k, 128, &cfg), MRT_OK);
     assert_int_equal(mrt__tune_config_order(&cfg, &heuristic), 0);
     size_t count_b = 0;
@@ -1241,7 +1241,7 @@ static int child_autotune(const char *store)
                 (unsigned long long)stats.configs_timed, (unsigned long long)stats.winner_picks);
     CHILD_CHECK(mrt_gemm_winner(a, m, n, k, 128, &winner) == MRT_OK, "%s", mrt_errmsg(a));
     mrt_config heuristic;
-    mrt__marlin_heuristic(m, n, k, 128, &heuristic);
+    mrt__marlin_heuristic(m, n, k, 128, mrt__device(a), &heuristic);
     CHILD_CHECK(mrt__tune_config_order(&winner, &heuristic) == 0, "the first candidate timed is the heuristic's");
     /* Once per context: the second call does not tune again. */
     CHILD_CHECK(child_gemm(a, 5, n, k, 128) == MRT_OK, "%s", mrt_errmsg(a));
@@ -1430,7 +1430,7 @@ static void test_tune__winner_not_slower_than_heuristic(void **state)
         assert_int_equal(mrt__tune_config_order(&winner, &results[0].config), 0);
         assert_int_equal(mrt_gemm_select(ctx, m, n, k, 128, &selected), MRT_OK);
         assert_int_equal(mrt__tune_config_order(&selected, &winner), 0);
-        mrt__marlin_heuristic(m, n, k, 128, &expected_heuristic);
+        mrt__marlin_heuristic(m, n, k, 128, mrt__device(ctx), &expected_heuristic);
         assert_int_equal(mrt__tune_config_order(&heuristic->config, &expected_heuristic), 0);
 
         /* Time both again, on fresh buffers. */
