@@ -49,6 +49,33 @@ static void test_cli__info_names_nvrtc_and_why_no_gpu(void **state)
     free(dir);
 }
 
+static void test_cli__info_shows_read_only_store_and_overlay(void **state)
+{
+    (void)state;
+    char *dir = mrt_test_tempdir("cli-ro");
+    char *db = mrt_test_path(dir, "cache.db");
+    char *overlay = mrt_test_path(dir, "overlay.db");
+    char *out = NULL;
+    assert_int_equal(cli("", db, "info", &out), 0); /* creates the store */
+    assert_null(strstr(out, "read-only"));
+    free(out);
+    char env[1024];
+    snprintf(env, sizeof env, "MARLINRT_CACHE_READONLY=1 MARLINRT_CACHE_OVERLAY='%s'", overlay);
+    assert_int_equal(cli(env, db, "info", &out), 0);
+    assert_non_null(strstr(out, "(read-only: "));
+    char expect[1100];
+    snprintf(expect, sizeof expect, "overlay: %s", overlay);
+    assert_non_null(strstr(out, expect));
+    free(out);
+    assert_int_equal(cli(env, db, "info --json", &out), 0);
+    assert_non_null(strstr(out, "\"read_only\": true"));
+    assert_non_null(strstr(out, "\"overlay\": \""));
+    free(out);
+    free(overlay);
+    free(db);
+    free(dir);
+}
+
 static void test_cli__info_reports_missing_nvrtc(void **state)
 {
     (void)state;
@@ -146,6 +173,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cli__info_names_nvrtc_and_why_no_gpu),
         cmocka_unit_test(test_cli__info_reports_missing_nvrtc),
+        cmocka_unit_test(test_cli__info_shows_read_only_store_and_overlay),
         cmocka_unit_test(test_cli__warm_twice_then_cache_ls),
         cmocka_unit_test(test_cli__bad_usage_and_bad_store),
     };

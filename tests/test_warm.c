@@ -104,11 +104,11 @@ static void test_warm__all_lists_every_configuration_the_kernels_accept(void **s
     char *out = NULL;
     assert_int_equal(cli("", db, "warm --arch sm_80 --configs all --list", &out), 0);
     /* dequant_w4: 4 thread counts x 4 group sizes. marlin_w4a16: threads 128/256, 1..4
-     * m-blocks, n and k blocks 4/8/16 (256 threads need more than a 64 x 64 tile), 2..4
-     * stages, 4 group sizes: 2 * 4 * 9 * 3 * 4 less the 256-thread 64 x 64 tiles. */
+     * m-blocks, n and k blocks 4/8/16 (256 threads need more than a 64 x 64 tile), stages
+     * 2, 3, 4, 6, 8, 4 group sizes: 2 * 4 * 9 * 5 * 4 less the 256-thread 64 x 64 tiles. */
     assert_int_equal(count_of(out, "\ndequant_w4 ") + (strncmp(out, "dequant_w4 ", 11) == 0), 16);
-    assert_int_equal(count_of(out, "marlin_w4a16 "), 2 * 4 * 9 * 3 * 4 - 4 * 3 * 4);
-    assert_non_null(strstr(out, "# 832 configurations"));
+    assert_int_equal(count_of(out, "marlin_w4a16 "), 2 * 4 * 9 * 5 * 4 - 4 * 5 * 4);
+    assert_non_null(strstr(out, "# 1376 configurations"));
     assert_int_equal(cubin_rows(db), 0);
 
     /* The listing is a configuration file. */

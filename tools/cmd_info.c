@@ -54,6 +54,11 @@ int cmd_info(const char *db, int argc, char **argv)
         }
         printf("}, \"store\": {\"path\": ");
         cli_json_string(mrt_store_path(ctx));
+        printf(", \"read_only\": %s", mrt_store_read_only(ctx) ? "true" : "false");
+        if (mrt_store_read_only(ctx))
+            printf(", \"read_only_reason\": "), cli_json_string(mrt_store_read_only_reason(ctx));
+        if (mrt_store_overlay_path(ctx))
+            printf(", \"overlay\": "), cli_json_string(mrt_store_overlay_path(ctx));
         if (store_rc == MRT_OK)
             printf(", \"schema_version\": %d, \"cubin_rows\": %llu, \"cubin_bytes\": %llu}}\n", sum.schema_version,
                    (unsigned long long)sum.cubin_rows, (unsigned long long)sum.cubin_bytes);
@@ -71,7 +76,10 @@ int cmd_info(const char *db, int argc, char **argv)
                    dev.driver_version / 1000, dev.driver_version % 1000 / 10);
         else
             printf("GPU:     none: %s\n", driver_why);
-        printf("store:   %s\n", mrt_store_path(ctx));
+        printf("store:   %s%s%s%s\n", mrt_store_path(ctx), mrt_store_read_only(ctx) ? " (read-only: " : "",
+               mrt_store_read_only(ctx) ? mrt_store_read_only_reason(ctx) : "", mrt_store_read_only(ctx) ? ")" : "");
+        if (mrt_store_overlay_path(ctx))
+            printf("overlay: %s\n", mrt_store_overlay_path(ctx));
         if (store_rc == MRT_OK)
             printf("         schema %d, %llu cubins, %llu bytes\n", sum.schema_version,
                    (unsigned long long)sum.cubin_rows, (unsigned long long)sum.cubin_bytes);

@@ -83,13 +83,14 @@ static const char *kernel_static_name(const char *name)
 }
 
 /* The grid `--configs all` walks; mrt_config_validate keeps what each kernel accepts. Fields a
- * kernel does not read must be 0, which is why 0 is in every list. Stages stop at 4: deeper
- * pipelines need more shared memory than sm_86 / sm_89 have for most tiles, and the tuner's
- * space ends there too. */
+ * kernel does not read must be 0, which is why 0 is in every list. Stages include 6 and 8 so
+ * that `all` holds the autotuner's whole space (mrt_gemm_tune_space): a GPU machine without
+ * NVRTC can then tune from the shipped store. Deep pipelines of wide tiles exceed sm_86 /
+ * sm_89 shared memory; they compile all the same and are never picked there. */
 static const int grid_threads[] = {64, 128, 256, 512};
 static const int grid_m_blocks[] = {0, 1, 2, 3, 4};
 static const int grid_nk_blocks[] = {0, 4, 8, 16};
-static const int grid_stages[] = {0, 2, 3, 4};
+static const int grid_stages[] = {0, 2, 3, 4, 6, 8};
 static const int grid_group_blocks[] = {-1, 2, 4, 8};
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
