@@ -42,6 +42,14 @@ done:
     return rc;
 }
 
+mrt_status mrt__dev_download(mrt_context *ctx, void *dst, CUdeviceptr src, size_t bytes)
+{
+    mrt_status rc = MRT_OK;
+    DRIVER_CALL(ctx, "cuMemcpyDtoH", ctx->driver->memcpy_dtoh(dst, src, bytes));
+done:
+    return rc;
+}
+
 mrt_status mrt__dev_copy(mrt_context *ctx, CUdeviceptr dst, CUdeviceptr src, size_t bytes)
 {
     mrt_status rc = MRT_OK;

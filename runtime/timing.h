@@ -30,6 +30,7 @@ mrt_status mrt__time_launches(mrt_context *ctx, int sets, int warmup, int batche
 mrt_status mrt__dev_alloc(mrt_context *ctx, size_t bytes, CUdeviceptr *ptr);
 void mrt__dev_free(mrt_context *ctx, CUdeviceptr ptr);
 mrt_status mrt__dev_upload(mrt_context *ctx, CUdeviceptr dst, const void *src, size_t bytes);
+mrt_status mrt__dev_download(mrt_context *ctx, void *dst, CUdeviceptr src, size_t bytes);
 mrt_status mrt__dev_copy(mrt_context *ctx, CUdeviceptr dst, CUdeviceptr src, size_t bytes);
 mrt_status mrt__dev_memset(mrt_context *ctx, CUdeviceptr dst, unsigned char value, size_t bytes);
 mrt_status mrt__dev_sync(mrt_context *ctx);

@@ -1,5 +1,7 @@
 #include "helpers.h"
 
+#include "runtime/timing.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,4 +125,39 @@ const char *mrt_test_cli_path(void)
 {
     const char *env = getenv("MRT_TEST_CLI");
     return env && *env ? env : MRT_CLI_PATH;
+}
+
+#define DEVICE_CHECK(ctx, expr)                                                                    \
+    do {                                                                                           \
+        mrt_status rc_ = (expr);                                                                   \
+        if (rc_ != MRT_OK)                                                                         \
+            fail_msg("%s: %s: %s", #expr, mrt_status_str(rc_), mrt_errmsg(ctx));                  \
+    } while (0)
+
+uint64_t mrt_test_dev_alloc(mrt_context *ctx, size_t bytes)
+{
+    CUdeviceptr ptr = 0;
+    DEVICE_CHECK(ctx, mrt__dev_alloc(ctx, bytes, &ptr));
+    return ptr;
+}
+
+void mrt_test_dev_free(mrt_context *ctx, uint64_t ptr)
+{
+    mrt__dev_free(ctx, ptr);
+}
+
+void mrt_test_upload(mrt_context *ctx, uint64_t dst, const void *src, size_t bytes)
+{
+    DEVICE_CHECK(ctx, mrt__dev_upload(ctx, dst, src, bytes));
+}
+
+void mrt_test_download(mrt_context *ctx, void *dst, uint64_t src, size_t bytes)
+{
+    DEVICE_CHECK(ctx, mrt__dev_sync(ctx));
+    DEVICE_CHECK(ctx, mrt__dev_download(ctx, dst, src, bytes));
+}
+
+void mrt_test_memset(mrt_context *ctx, uint64_t dst, unsigned char value, size_t bytes)
+{
+    DEVICE_CHECK(ctx, mrt__dev_memset(ctx, dst, value, bytes));
 }

@@ -37,6 +37,16 @@ void mrt_test_require_gpu(mrt_context *ctx);
 void mrt_test_note_skip(void);
 int mrt_test_exit_status(int failures);
 
+/* Device memory through the library's own driver table (the tests link no CUDA runtime);
+ * each fails the test, with the driver's message, on error. mrt_test_download synchronizes
+ * first, so a kernel fault shows up there. mrt_test_memset with 0xFF poisons fp16 buffers
+ * (0xFFFF is a NaN), so an element a kernel forgot to write cannot pass. */
+uint64_t mrt_test_dev_alloc(mrt_context *ctx, size_t bytes);
+void mrt_test_dev_free(mrt_context *ctx, uint64_t ptr);
+void mrt_test_upload(mrt_context *ctx, uint64_t dst, const void *src, size_t bytes);
+void mrt_test_download(mrt_context *ctx, void *dst, uint64_t src, size_t bytes);
+void mrt_test_memset(mrt_context *ctx, uint64_t dst, unsigned char value, size_t bytes);
+
 /* The marlinrt CLI to run: $MRT_TEST_CLI, else the one this build made. */
 const char *mrt_test_cli_path(void);
 

@@ -10,48 +10,6 @@
 
 #include "runtime/context.h"
 
-/* Device memory through the library's own driver table (the tests link no CUDA runtime). */
-static CUdeviceptr dev_alloc(mrt_context *ctx, size_t bytes)
-{
-    CUdeviceptr ptr = 0;
-    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
-    CUresult res = ctx->driver->mem_alloc(&ptr, bytes);
-    mrt__ctx_pop(ctx);
-    if (res != CUDA_SUCCESS)
-        fail_msg("cuMemAlloc(%zu) failed: %d", bytes, (int)res);
-    return ptr;
-}
-
-static void dev_free(mrt_context *ctx, CUdeviceptr ptr)
-{
-    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
-    assert_int_equal(ctx->driver->mem_free(ptr), CUDA_SUCCESS);
-    mrt__ctx_pop(ctx);
-}
-
-static void upload(mrt_context *ctx, CUdeviceptr dst, const void *src, size_t bytes)
-{
-    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
-    assert_int_equal(ctx->driver->memcpy_htod(dst, src, bytes), CUDA_SUCCESS);
-    mrt__ctx_pop(ctx);
-}
-
-static void download(mrt_context *ctx, void *dst, CUdeviceptr src, size_t bytes)
-{
-    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
-    assert_int_equal(ctx->driver->ctx_synchronize(), CUDA_SUCCESS);
-    assert_int_equal(ctx->driver->memcpy_dtoh(dst, src, bytes), CUDA_SUCCESS);
-    mrt__ctx_pop(ctx);
-}
-
-/* Fill with 0xFFFF halves (a NaN) so an element the kernel forgot to write cannot pass. */
-static void poison(mrt_context *ctx, CUdeviceptr ptr, size_t bytes)
-{
-    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
-    assert_int_equal(ctx->driver->memset_d8(ptr, 0xFF, bytes), CUDA_SUCCESS);
-    mrt__ctx_pop(ctx);
-}
-
 static void test_device__reports_facts(void **state)
 {
     (void)state;
@@ -88,15 +46,15 @@ static void check_dequant(mrt_context *ctx, int64_t k, int64_t n, int group)
     assert_int_equal(mrt_permute_scales(scales, k, n, group, marlin_scales), MRT_OK);
     assert_int_equal(mrt_unpack_q4(packed, k, n, q, 0), MRT_OK);
 
-    CUdeviceptr d_packed = dev_alloc(ctx, words * 4), d_scales = dev_alloc(ctx, scale_count * 2),
-                d_out = dev_alloc(ctx, out_count * 2);
-    upload(ctx, d_packed, packed, words * 4);
-    upload(ctx, d_scales, marlin_scales, scale_count * 2);
-    poison(ctx, d_out, out_count * 2);
+    uint64_t d_packed = mrt_test_dev_alloc(ctx, words * 4), d_scales = mrt_test_dev_alloc(ctx, scale_count * 2),
+                d_out = mrt_test_dev_alloc(ctx, out_count * 2);
+    mrt_test_upload(ctx, d_packed, packed, words * 4);
+    mrt_test_upload(ctx, d_scales, marlin_scales, scale_count * 2);
+    mrt_test_memset(ctx, d_out, 0xFF, out_count * 2);
     mrt_status rc = mrt_dequant_w4(ctx, NULL, d_packed, d_scales, d_out, k, n, group);
     if (rc != MRT_OK)
         fail_msg("mrt_dequant_w4: %s: %s", mrt_status_str(rc), mrt_errmsg(ctx));
-    download(ctx, got, d_out, out_count * 2);
+    mrt_test_download(ctx, got, d_out, out_count * 2);
 
     size_t bad = 0;
     for (int64_t kk = 0; kk < k; kk++) {
@@ -112,9 +70,9 @@ static void check_dequant(mrt_context *ctx, int64_t k, int64_t n, int group)
     if (bad)
         fail_msg("dequant %lldx%lld group %d: %zu of %zu elements wrong", (long long)k, (long long)n, group, bad,
                  out_count);
-    dev_free(ctx, d_packed);
-    dev_free(ctx, d_scales);
-    dev_free(ctx, d_out);
+    mrt_test_dev_free(ctx, d_packed);
+    mrt_test_dev_free(ctx, d_scales);
+    mrt_test_dev_free(ctx, d_out);
     free(packed);
     free(scales);
     free(marlin_scales);

@@ -176,51 +176,9 @@ static void test_gemm__heuristic_fits_shape_and_device(void **state)
 
 typedef struct gpu {
     mrt_context *ctx;
-    CUdeviceptr workspace;
+    uint64_t workspace;
     size_t workspace_bytes;
 } gpu;
-
-static CUdeviceptr dev_alloc(mrt_context *ctx, size_t bytes)
-{
-    CUdeviceptr ptr = 0;
-    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
-    CUresult res = ctx->driver->mem_alloc(&ptr, bytes);
-    mrt__ctx_pop(ctx);
-    if (res != CUDA_SUCCESS)
-        fail_msg("cuMemAlloc(%zu) failed: %d", bytes, (int)res);
-    return ptr;
-}
-
-static void dev_free(mrt_context *ctx, CUdeviceptr ptr)
-{
-    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
-    assert_int_equal(ctx->driver->mem_free(ptr), CUDA_SUCCESS);
-    mrt__ctx_pop(ctx);
-}
-
-static void copy_in(mrt_context *ctx, CUdeviceptr dst, const void *src, size_t bytes)
-{
-    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
-    assert_int_equal(ctx->driver->memcpy_htod(dst, src, bytes), CUDA_SUCCESS);
-    mrt__ctx_pop(ctx);
-}
-
-static void copy_out(mrt_context *ctx, void *dst, CUdeviceptr src, size_t bytes)
-{
-    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
-    CUresult res = ctx->driver->ctx_synchronize();
-    if (res != CUDA_SUCCESS)
-        fail_msg("cuCtxSynchronize after the GEMM: %d (a kernel fault?)", (int)res);
-    assert_int_equal(ctx->driver->memcpy_dtoh(dst, src, bytes), CUDA_SUCCESS);
-    mrt__ctx_pop(ctx);
-}
-
-static void poison(mrt_context *ctx, CUdeviceptr ptr, size_t bytes)
-{
-    assert_int_equal(mrt__ctx_push(ctx), MRT_OK);
-    assert_int_equal(ctx->driver->memset_d8(ptr, 0xFF, bytes), CUDA_SUCCESS); /* fp16 NaN */
-    mrt__ctx_pop(ctx);
-}
 
 /* One weight matrix on the host and the device. */
 typedef struct weights {
@@ -228,7 +186,7 @@ typedef struct weights {
     int group;
     int32_t *packed;
     mrt_half *scales;
-    CUdeviceptr d_packed, d_scales;
+    uint64_t d_packed, d_scales;
     double w_rms; /* rms of the dequantized weights, for the error bound */
 } weights;
 
@@ -250,16 +208,16 @@ static void weights_make(gpu *g, weights *w, int64_t k, int64_t n, int group)
     assert_int_equal(mrt_quantize_f32(dense, k, n, group, w->packed, w->scales, NULL, NULL, 0), MRT_OK);
     w->w_rms = sqrt(sum / (double)(k * n));
     free(dense);
-    w->d_packed = dev_alloc(g->ctx, (size_t)(k * n / 2));
-    w->d_scales = dev_alloc(g->ctx, (size_t)(rows * n) * 2);
-    copy_in(g->ctx, w->d_packed, w->packed, (size_t)(k * n / 2));
-    copy_in(g->ctx, w->d_scales, w->scales, (size_t)(rows * n) * 2);
+    w->d_packed = mrt_test_dev_alloc(g->ctx, (size_t)(k * n / 2));
+    w->d_scales = mrt_test_dev_alloc(g->ctx, (size_t)(rows * n) * 2);
+    mrt_test_upload(g->ctx, w->d_packed, w->packed, (size_t)(k * n / 2));
+    mrt_test_upload(g->ctx, w->d_scales, w->scales, (size_t)(rows * n) * 2);
 }
 
 static void weights_free(gpu *g, weights *w)
 {
-    dev_free(g->ctx, w->d_packed);
-    dev_free(g->ctx, w->d_scales);
+    mrt_test_dev_free(g->ctx, w->d_packed);
+    mrt_test_dev_free(g->ctx, w->d_scales);
     free(w->packed);
     free(w->scales);
 }
@@ -298,8 +256,8 @@ static void check_gemm(gpu *g, weights *w, int64_t m, const mrt_config *cfg)
         double v = mrt_half_to_float(a[i]);
         a_sum += v * v;
     }
-    CUdeviceptr d_a = dev_alloc(g->ctx, (size_t)(m * k) * 2), d_c = dev_alloc(g->ctx, (size_t)(m * n) * 2);
-    copy_in(g->ctx, d_a, a, (size_t)(m * k) * 2);
+    uint64_t d_a = mrt_test_dev_alloc(g->ctx, (size_t)(m * k) * 2), d_c = mrt_test_dev_alloc(g->ctx, (size_t)(m * n) * 2);
+    mrt_test_upload(g->ctx, d_a, a, (size_t)(m * k) * 2);
 
     mrt_gemm_args args;
     memset(&args, 0, sizeof args);
@@ -318,12 +276,12 @@ static void check_gemm(gpu *g, weights *w, int64_t m, const mrt_config *cfg)
         snprintf(cfg_text, sizeof cfg_text, "t%d.m%d.n%d.k%d.s%d.g%d", cfg->threads, cfg->thread_m_blocks,
                  cfg->thread_n_blocks, cfg->thread_k_blocks, cfg->stages, cfg->group_blocks);
     for (int run = 0; run < 2; run++) {
-        poison(g->ctx, d_c, (size_t)(m * n) * 2);
+        mrt_test_memset(g->ctx, d_c, 0xFF, (size_t)(m * n) * 2);
         mrt_status rc = mrt_gemm(g->ctx, NULL, &args, cfg);
         if (rc != MRT_OK)
             fail_msg("mrt_gemm m=%lld n=%lld k=%lld g=%d %s: %s: %s", (long long)m, (long long)n, (long long)k,
                      w->group, cfg_text, mrt_status_str(rc), mrt_errmsg(g->ctx));
-        copy_out(g->ctx, run == 0 ? c : c2, d_c, (size_t)(m * n) * 2);
+        mrt_test_download(g->ctx, run == 0 ? c : c2, d_c, (size_t)(m * n) * 2);
     }
     if (memcmp(c, c2, (size_t)(m * n) * 2) != 0)
         fail_msg("m=%lld n=%lld k=%lld g=%d %s: two runs differ", (long long)m, (long long)n, (long long)k, w->group,
@@ -366,8 +324,8 @@ static void check_gemm(gpu *g, weights *w, int64_t m, const mrt_config *cfg)
     if (worst > 0.5)
         fprintf(stderr, "[gemm] m=%lld n=%lld k=%lld g=%d %s: worst error %.2f of the bound\n", (long long)m,
                 (long long)n, (long long)k, w->group, cfg_text, worst);
-    dev_free(g->ctx, d_a);
-    dev_free(g->ctx, d_c);
+    mrt_test_dev_free(g->ctx, d_a);
+    mrt_test_dev_free(g->ctx, d_c);
     free(a);
     free(c);
     free(c2);
@@ -388,10 +346,8 @@ static int gpu_setup(void **state)
     mrt_device_info info;
     if (mrt_device_get_info(g->ctx, &info) == MRT_OK) {
         assert_int_equal(mrt_gemm_workspace_size(g->ctx, 1 << 16, &g->workspace_bytes), MRT_OK);
-        g->workspace = dev_alloc(g->ctx, g->workspace_bytes);
-        assert_int_equal(mrt__ctx_push(g->ctx), MRT_OK);
-        assert_int_equal(g->ctx->driver->memset_d8(g->workspace, 0, g->workspace_bytes), CUDA_SUCCESS);
-        mrt__ctx_pop(g->ctx);
+        g->workspace = mrt_test_dev_alloc(g->ctx, g->workspace_bytes);
+        mrt_test_memset(g->ctx, g->workspace, 0, g->workspace_bytes);
     }
     *state = g;
     return 0;
@@ -404,12 +360,12 @@ static int gpu_teardown(void **state)
         /* The kernel must leave its lock workspace zeroed. */
         size_t lock_words = (size_t)mrt__device(g->ctx)->sm_count;
         int32_t *locks = malloc(lock_words * 4);
-        copy_out(g->ctx, locks, g->workspace, lock_words * 4);
+        mrt_test_download(g->ctx, locks, g->workspace, lock_words * 4);
         for (size_t i = 0; i < lock_words; i++)
             if (locks[i] != 0)
                 fail_msg("workspace lock %zu left at %d", i, locks[i]);
         free(locks);
-        dev_free(g->ctx, g->workspace);
+        mrt_test_dev_free(g->ctx, g->workspace);
     }
     mrt_context_destroy(g->ctx);
     free(g);
