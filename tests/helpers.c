@@ -2,6 +2,7 @@
 
 #include "runtime/timing.h"
 
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,4 +161,29 @@ void mrt_test_download(mrt_context *ctx, void *dst, uint64_t src, size_t bytes)
 void mrt_test_memset(mrt_context *ctx, uint64_t dst, unsigned char value, size_t bytes)
 {
     DEVICE_CHECK(ctx, mrt__dev_memset(ctx, dst, value, bytes));
+}
+
+int mrt_test_cli(const char *env, const char *db, const char *args, char **output)
+{
+    size_t size = strlen(env) + strlen(mrt_test_cli_path()) + strlen(db) + strlen(args) + 32;
+    char *command = malloc(size);
+    assert_non_null(command);
+    snprintf(command, size, "%s '%s' --db '%s' %s 2>&1", env, mrt_test_cli_path(), db, args);
+    int status = mrt_test_run(command, output);
+    free(command);
+    return status;
+}
+
+int64_t mrt_test_sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    int64_t value = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return value;
 }

@@ -50,6 +50,12 @@ void mrt_test_memset(mrt_context *ctx, uint64_t dst, unsigned char value, size_t
 /* The marlinrt CLI to run: $MRT_TEST_CLI, else the one this build made. */
 const char *mrt_test_cli_path(void);
 
+/* Run the CLI as `ENV marlinrt --db DB ARGS 2>&1` (env may be ""); see mrt_test_run. */
+int mrt_test_cli(const char *env, const char *db, const char *args, char **output);
+
+/* The first column of the first row of sql on the SQLite file at path (opened read-only). */
+int64_t mrt_test_sql_int(const char *path, const char *sql);
+
 /* Run a shell command, capturing stdout+stderr (malloc'd) and the exit status. */
 int mrt_test_run(const char *command, char **output);
 

@@ -8,13 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int cli(const char *env, const char *db, const char *args, char **output)
-{
-    char command[4096];
-    snprintf(command, sizeof command, "%s '%s' --db '%s' %s 2>&1", env, mrt_test_cli_path(), db, args);
-    return mrt_test_run(command, output);
-}
-
 static void test_cli__info_names_nvrtc_and_why_no_gpu(void **state)
 {
     (void)state;
@@ -22,7 +15,7 @@ static void test_cli__info_names_nvrtc_and_why_no_gpu(void **state)
     char *db = mrt_test_path(dir, "cache.db");
     char *out = NULL;
     /* Hide the driver so the reason is known on any machine, GPU or not. */
-    int status = cli("MARLINRT_CUDA_DRIVER_PATH=/nonexistent/libcuda.so.1", db, "info", &out);
+    int status = mrt_test_cli("MARLINRT_CUDA_DRIVER_PATH=/nonexistent/libcuda.so.1", db, "info", &out);
     if (status != 0)
         fail_msg("info failed (%d):\n%s", status, out);
 
@@ -39,7 +32,7 @@ static void test_cli__info_names_nvrtc_and_why_no_gpu(void **state)
     assert_non_null(strstr(out, "0 cubins"));
     free(out);
 
-    status = cli("MARLINRT_CUDA_DRIVER_PATH=/nonexistent/libcuda.so.1", db, "info --json", &out);
+    status = mrt_test_cli("MARLINRT_CUDA_DRIVER_PATH=/nonexistent/libcuda.so.1", db, "info --json", &out);
     assert_int_equal(status, 0);
     assert_non_null(strstr(out, "\"nvrtc\": {\"found\": true"));
     assert_non_null(strstr(out, "\"gpu\": {\"found\": false, \"why\": \""));
@@ -56,18 +49,18 @@ static void test_cli__info_shows_read_only_store_and_overlay(void **state)
     char *db = mrt_test_path(dir, "cache.db");
     char *overlay = mrt_test_path(dir, "overlay.db");
     char *out = NULL;
-    assert_int_equal(cli("", db, "info", &out), 0); /* creates the store */
+    assert_int_equal(mrt_test_cli("", db, "info", &out), 0); /* creates the store */
     assert_null(strstr(out, "read-only"));
     free(out);
     char env[1024];
     snprintf(env, sizeof env, "MARLINRT_CACHE_READONLY=1 MARLINRT_CACHE_OVERLAY='%s'", overlay);
-    assert_int_equal(cli(env, db, "info", &out), 0);
+    assert_int_equal(mrt_test_cli(env, db, "info", &out), 0);
     assert_non_null(strstr(out, "(read-only: "));
     char expect[1100];
     snprintf(expect, sizeof expect, "overlay: %s", overlay);
     assert_non_null(strstr(out, expect));
     free(out);
-    assert_int_equal(cli(env, db, "info --json", &out), 0);
+    assert_int_equal(mrt_test_cli(env, db, "info --json", &out), 0);
     assert_non_null(strstr(out, "\"read_only\": true"));
     assert_non_null(strstr(out, "\"overlay\": \""));
     free(out);
@@ -82,7 +75,7 @@ static void test_cli__info_reports_missing_nvrtc(void **state)
     char *dir = mrt_test_tempdir("cli-nonvrtc");
     char *db = mrt_test_path(dir, "cache.db");
     char *out = NULL;
-    int status = cli("MARLINRT_NVRTC_PATH=/nonexistent/libnvrtc.so", db, "info", &out);
+    int status = mrt_test_cli("MARLINRT_NVRTC_PATH=/nonexistent/libnvrtc.so", db, "info", &out);
     assert_int_equal(status, 0);
     assert_non_null(strstr(out, "NVRTC:   not available"));
     assert_non_null(strstr(out, "/nonexistent/libnvrtc.so"));
@@ -105,18 +98,18 @@ static void test_cli__warm_twice_then_cache_ls(void **state)
     char *dir = mrt_test_tempdir("cli-warm");
     char *db = mrt_test_path(dir, "cache.db");
     char *out = NULL;
-    int status = cli("", db, "warm --arch sm_80,sm_90 --kernel dequant_w4", &out);
+    int status = mrt_test_cli("", db, "warm --arch sm_80,sm_90 --kernel dequant_w4", &out);
     if (status != 0)
         fail_msg("warm failed (%d):\n%s", status, out);
     assert_non_null(strstr(out, "8 compiled, 0 already present, 0 failed"));
     free(out);
 
-    status = cli("", db, "warm --arch sm_80,sm_90 --kernel dequant_w4", &out);
+    status = mrt_test_cli("", db, "warm --arch sm_80,sm_90 --kernel dequant_w4", &out);
     assert_int_equal(status, 0);
     assert_non_null(strstr(out, "0 compiled, 8 already present, 0 failed"));
     free(out);
 
-    status = cli("", db, "cache ls", &out);
+    status = mrt_test_cli("", db, "cache ls", &out);
     assert_int_equal(status, 0);
     assert_int_equal(count_lines_with(out, "\ndequant_w4"), 8);
     assert_int_equal(count_lines_with(out, " sm_80 "), 4);
@@ -124,7 +117,7 @@ static void test_cli__warm_twice_then_cache_ls(void **state)
     assert_non_null(strstr(out, "8 cubins in"));
     free(out);
 
-    status = cli("", db, "cache ls --json", &out);
+    status = mrt_test_cli("", db, "cache ls --json", &out);
     assert_int_equal(status, 0);
     assert_int_equal(count_lines_with(out, "\"kernel\": \"dequant_w4\""), 8);
     assert_int_equal(count_lines_with(out, "\"hits\": 1"), 8); /* the second warm hit each once */
@@ -139,14 +132,14 @@ static void test_cli__bad_usage_and_bad_store(void **state)
     char *dir = mrt_test_tempdir("cli-bad");
     char *db = mrt_test_path(dir, "cache.db");
     char *out = NULL;
-    assert_int_equal(cli("", db, "frobnicate", &out), 2);
+    assert_int_equal(mrt_test_cli("", db, "frobnicate", &out), 2);
     assert_non_null(strstr(out, "unknown command \"frobnicate\""));
     assert_non_null(strstr(out, "usage:"));
     free(out);
-    assert_int_equal(cli("", db, "warm --arch sm_x", &out), 2);
+    assert_int_equal(mrt_test_cli("", db, "warm --arch sm_x", &out), 2);
     assert_non_null(strstr(out, "bad --arch"));
     free(out);
-    assert_int_equal(cli("", db, "warm --kernel nope", &out), 2);
+    assert_int_equal(mrt_test_cli("", db, "warm --kernel nope", &out), 2);
     assert_non_null(strstr(out, "unknown kernel"));
     free(out);
 
@@ -160,7 +153,7 @@ static void test_cli__bad_usage_and_bad_store(void **state)
     assert_int_equal(sqlite3_exec(handle, "CREATE TABLE cubin(x); PRAGMA user_version = 7;", NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(handle);
-    assert_int_equal(cli("", db, "info", &out), 1);
+    assert_int_equal(mrt_test_cli("", db, "info", &out), 1);
     assert_non_null(strstr(out, "cannot open the store"));
     assert_non_null(strstr(out, "version 7"));
     free(out);

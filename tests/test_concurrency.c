@@ -159,20 +159,6 @@ static int child(const char *path, int index, int start_fd)
     return rc;
 }
 
-static int64_t query_int(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *stmt = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
-        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-    int64_t value = sqlite3_column_int64(stmt, 0);
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
-    return value;
-}
-
 static void test_concurrency__eight_processes_warm_and_tune_one_store(void **state)
 {
     (void)state;
@@ -199,16 +185,16 @@ static void test_concurrency__eight_processes_warm_and_tune_one_store(void **sta
             fail_msg("process %d ended with status 0x%x (see its message above)", i, status);
     }
 
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM cubin"), 8);
-    assert_int_equal(query_int(path, "SELECT COUNT(DISTINCT variant) FROM cubin"), 8);
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM tuning_timing"), PROCESSES * ROUNDS * TIMINGS_PER_ROUND);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT COUNT(*) FROM cubin"), 8);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT COUNT(DISTINCT variant) FROM cubin"), 8);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT COUNT(*) FROM tuning_timing"), PROCESSES * ROUNDS * TIMINGS_PER_ROUND);
     for (int i = 0; i < PROCESSES; i++) {
         char sql[256];
         snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM tuning_timing WHERE fingerprint = 'process-%d'", i);
-        assert_int_equal(query_int(path, sql), ROUNDS * TIMINGS_PER_ROUND);
+        assert_int_equal(mrt_test_sql_int(path, sql), ROUNDS * TIMINGS_PER_ROUND);
     }
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM tuning_winner"), PROCESSES * ROUNDS + 1);
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM tuning_device"), 1);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT COUNT(*) FROM tuning_winner"), PROCESSES * ROUNDS + 1);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT COUNT(*) FROM tuning_device"), 1);
 
     /* Every cubin is whole, and the file is sound. */
     mrt_context *ctx = mrt_test_context(path, MRT_CTX_OFFLINE);

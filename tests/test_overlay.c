@@ -24,23 +24,9 @@ static const mrt_config dequant_g2 = {.threads = 256, .group_blocks = 2};
 
 static char self_path[4096];
 
-static int64_t query_int(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *stmt = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
-        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-    int64_t value = sqlite3_column_int64(stmt, 0);
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
-    return value;
-}
-
 static int64_t cubin_rows(const char *path)
 {
-    return query_int(path, "SELECT COUNT(*) FROM cubin");
+    return mrt_test_sql_int(path, "SELECT COUNT(*) FROM cubin");
 }
 
 static void exec_sql(const char *path, const char *sql)
@@ -115,7 +101,7 @@ static void test_overlay__read_only_flag_serves_hits_and_keeps_compiles_in_memor
 
     /* Nothing was written: not the compiled rows, not even the hit's bookkeeping. */
     assert_int_equal(cubin_rows(path), 1);
-    assert_int_equal(query_int(path, "SELECT hit_count FROM cubin"), 0);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT hit_count FROM cubin"), 0);
     free(path);
     free(dir);
 }
@@ -191,8 +177,8 @@ static void test_overlay__overlay_takes_every_write_and_is_read_after_the_base(v
     ctx = context_with(base, overlay, MRT_CTX_OFFLINE, MRT_OK);
     fetch(ctx, 80, &dequant_g8, MRT_CUBIN_FROM_STORE);
     mrt_context_destroy(ctx);
-    assert_int_equal(query_int(base, "SELECT hit_count FROM cubin"), 1);
-    assert_int_equal(query_int(overlay, "SELECT SUM(hit_count) FROM cubin"), 1);
+    assert_int_equal(mrt_test_sql_int(base, "SELECT hit_count FROM cubin"), 1);
+    assert_int_equal(mrt_test_sql_int(overlay, "SELECT SUM(hit_count) FROM cubin"), 1);
 
     /* MARLINRT_CACHE_OVERLAY when the option is NULL; the store itself is refused. */
     setenv("MARLINRT_CACHE_OVERLAY", overlay, 1);

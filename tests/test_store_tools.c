@@ -24,20 +24,6 @@ static const mrt_config dequant_configs[] = {
     {.threads = 256, .group_blocks = -1},
 };
 
-static int64_t query_int(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *stmt = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
-        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-    int64_t value = sqlite3_column_int64(stmt, 0);
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
-    return value;
-}
-
 static void exec_sql(const char *path, const char *sql)
 {
     sqlite3 *db = NULL;
@@ -168,13 +154,6 @@ static void put_stale_row(const char *path, int why, int arch)
     mrt__store_close(store);
 }
 
-static int cli(const char *db, const char *args, char **output)
-{
-    char command[16384];
-    snprintf(command, sizeof command, "'%s' --db '%s' %s 2>&1", mrt_test_cli_path(), db, args);
-    return mrt_test_run(command, output);
-}
-
 typedef struct stale_seen {
     int rows;
     int by_reason[16];
@@ -219,7 +198,7 @@ static void test_store_tools__stale_rows_are_marked_listed_and_pruned(void **sta
     mrt_context_destroy(ctx);
 
     char *out = NULL;
-    assert_int_equal(cli(path, "cache ls", &out), 0);
+    assert_int_equal(mrt_test_cli("", path, "cache ls", &out), 0);
     assert_non_null(strstr(out, "stale:nvrtc"));
     assert_non_null(strstr(out, "stale:source"));
     assert_non_null(strstr(out, "stale:format"));
@@ -227,25 +206,25 @@ static void test_store_tools__stale_rows_are_marked_listed_and_pruned(void **sta
     assert_non_null(strstr(out, "6 cubins in"));
     assert_non_null(strstr(out, "(4 stale)"));
     free(out);
-    assert_int_equal(cli(path, "cache ls --stale --json", &out), 0);
+    assert_int_equal(mrt_test_cli("", path, "cache ls --stale --json", &out), 0);
     assert_null(strstr(out, "\"stale\": []"));
     assert_non_null(strstr(out, "\"stale\": [\"source\"]"));
     free(out);
-    assert_int_equal(cli(path, "cache ls --tuning", &out), 0);
+    assert_int_equal(mrt_test_cli("", path, "cache ls --tuning", &out), 0);
     assert_non_null(strstr(out, "2 tuning winners (1 stale)"));
     free(out);
 
-    assert_int_equal(cli(path, "cache prune --stale --dry-run", &out), 0);
+    assert_int_equal(mrt_test_cli("", path, "cache prune --stale --dry-run", &out), 0);
     assert_non_null(strstr(out, "4 cubins"));
     assert_non_null(strstr(out, "2 tuning rows would go"));
     free(out);
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM cubin"), 6);
-    assert_int_equal(cli(path, "cache prune --stale --vacuum", &out), 0);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT COUNT(*) FROM cubin"), 6);
+    assert_int_equal(mrt_test_cli("", path, "cache prune --stale --vacuum", &out), 0);
     assert_non_null(strstr(out, "4 cubins"));
     free(out);
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM cubin"), 2);
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM tuning_winner"), 1);
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM tuning_timing"), 0);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT COUNT(*) FROM cubin"), 2);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT COUNT(*) FROM tuning_winner"), 1);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT COUNT(*) FROM tuning_timing"), 0);
     free(path);
     free(dir);
 }
@@ -264,8 +243,8 @@ static void test_store_tools__prune_by_age_then_size_least_recently_used_first(v
              "UPDATE cubin SET last_used_at = %lld + group_blocks WHERE arch = 80;",
              (long long)(now - 40 * 86400), (long long)(now - 100));
     exec_sql(path, sql);
-    int64_t total = query_int(path, "SELECT SUM(blob_size) FROM cubin");
-    int64_t largest80 = query_int(path, "SELECT MAX(blob_size) FROM cubin WHERE arch = 80");
+    int64_t total = mrt_test_sql_int(path, "SELECT SUM(blob_size) FROM cubin");
+    int64_t largest80 = mrt_test_sql_int(path, "SELECT MAX(blob_size) FROM cubin WHERE arch = 80");
 
     mrt_context *ctx = mrt_test_context(path, MRT_CTX_OFFLINE);
     mrt_prune_options opts;
@@ -280,11 +259,11 @@ static void test_store_tools__prune_by_age_then_size_least_recently_used_first(v
     opts.flags = MRT_PRUNE_DRY_RUN;
     assert_int_equal(mrt_store_prune(ctx, &opts, &report), MRT_OK);
     assert_int_equal(report.cubins_removed, 4);
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM cubin"), 8);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT COUNT(*) FROM cubin"), 8);
     opts.flags = 0;
     assert_int_equal(mrt_store_prune(ctx, &opts, &report), MRT_OK);
     assert_int_equal(report.cubins_removed, 4);
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM cubin WHERE arch = 90"), 0);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT COUNT(*) FROM cubin WHERE arch = 90"), 0);
 
     /* A cap of one cubin keeps the most recently used: group_blocks 8 was used last. */
     mrt_prune_options_init(&opts);
@@ -293,21 +272,21 @@ static void test_store_tools__prune_by_age_then_size_least_recently_used_first(v
     assert_int_equal(report.cubins_kept, 1);
     assert_int_equal(report.cubins_removed, 3);
     assert_true(report.bytes_kept <= (uint64_t)largest80);
-    assert_int_equal(query_int(path, "SELECT group_blocks FROM cubin"), 8);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT group_blocks FROM cubin"), 8);
     opts.max_bytes = -2;
     assert_int_equal(mrt_store_prune(ctx, &opts, &report), MRT_ERR_INVALID_ARGUMENT);
     mrt_context_destroy(ctx);
 
     char *out = NULL;
-    assert_int_equal(cli(path, "cache prune", &out), 2);
+    assert_int_equal(mrt_test_cli("", path, "cache prune", &out), 2);
     assert_non_null(strstr(out, "needs --max-bytes"));
     free(out);
-    assert_int_equal(cli(path, "cache prune --max-bytes 12Q", &out), 2);
+    assert_int_equal(mrt_test_cli("", path, "cache prune --max-bytes 12Q", &out), 2);
     free(out);
-    assert_int_equal(cli(path, "cache prune --max-bytes 0 --json", &out), 0);
+    assert_int_equal(mrt_test_cli("", path, "cache prune --max-bytes 0 --json", &out), 0);
     assert_non_null(strstr(out, "\"cubins_removed\": 1"));
     free(out);
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM cubin"), 0);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT COUNT(*) FROM cubin"), 0);
     free(path);
     free(dir);
 }
@@ -339,7 +318,7 @@ static void test_store_tools__export_and_import_merge_cubins_and_tuning_rows(voi
     /* Into itself: refused. */
     assert_int_equal(mrt_store_export(ctx, source, &report), MRT_ERR_INVALID_ARGUMENT);
     mrt_context_destroy(ctx);
-    assert_int_equal(query_int(image, "SELECT COUNT(*) FROM cubin"), 4);
+    assert_int_equal(mrt_test_sql_int(image, "SELECT COUNT(*) FROM cubin"), 4);
 
     /* A damaged blob in the image is replaced by the good one on the next export; a damaged
      * blob in the source is never copied. */
@@ -367,19 +346,19 @@ static void test_store_tools__export_and_import_merge_cubins_and_tuning_rows(voi
     assert_int_equal(report.tuning_written, 2); /* the device, the newer winner */
     assert_int_equal(report.tuning_kept, 1);    /* the target's own newer timing */
     mrt_context_destroy(ctx);
-    assert_int_equal(query_int(target, "SELECT decided_at FROM tuning_winner"), 100);
-    assert_int_equal(query_int(target, "SELECT measured_at FROM tuning_timing"), 500);
+    assert_int_equal(mrt_test_sql_int(target, "SELECT decided_at FROM tuning_winner"), 100);
+    assert_int_equal(mrt_test_sql_int(target, "SELECT measured_at FROM tuning_timing"), 500);
 
     /* The CLI: export text, import of something that is not a store. */
     char *out = NULL;
     char args[4200];
     char *cli_copy = mrt_test_path(dir, "cli.db");
     snprintf(args, sizeof args, "cache export '%s'", cli_copy);
-    assert_int_equal(cli(target, args, &out), 0);
+    assert_int_equal(mrt_test_cli("", target, args, &out), 0);
     assert_non_null(strstr(out, "export: 4 cubins copied"));
     free(out);
     snprintf(args, sizeof args, "cache import '%s'", "/nonexistent/store.db");
-    assert_int_equal(cli(target, args, &out), 1);
+    assert_int_equal(mrt_test_cli("", target, args, &out), 1);
     assert_non_null(strstr(out, "/nonexistent/store.db"));
     free(out);
     free(cli_copy);
@@ -464,19 +443,19 @@ static void test_store_tools__verify_checks_checksums_and_test_loads(void **stat
     /* A tuning winner whose configuration its kernel rejects is counted. */
     insert_tuning(path, "tuning_winner", "fp-a", "no_such_kernel", 1, 4096, 100);
     char *out = NULL;
-    assert_int_equal(cli(path, "cache verify --offline", &out), 1);
+    assert_int_equal(mrt_test_cli("", path, "cache verify --offline", &out), 1);
     assert_non_null(strstr(out, "bad-checksum"));
     assert_non_null(strstr(out, "1 bad checksums"));
     assert_non_null(strstr(out, "1 tuning winners, 1 bad"));
     assert_non_null(strstr(out, "PROBLEMS FOUND"));
     free(out);
-    assert_int_equal(cli(path, "cache verify --offline --json", &out), 1);
+    assert_int_equal(mrt_test_cli("", path, "cache verify --offline --json", &out), 1);
     assert_non_null(strstr(out, "\"ok\": false"));
     free(out);
 
     /* Without the damaged rows, verify passes again. */
     exec_sql(path, "DELETE FROM cubin WHERE arch = 90 AND group_blocks = 4; DELETE FROM tuning_winner;");
-    assert_int_equal(cli(path, "cache verify --offline", &out), 0);
+    assert_int_equal(mrt_test_cli("", path, "cache verify --offline", &out), 0);
     assert_non_null(strstr(out, "ok"));
     free(out);
     free(path);
@@ -518,12 +497,12 @@ static void test_store_tools__read_only_store_is_neither_pruned_nor_imported_int
     assert_int_equal(mrt_context_create(&o, &ctx), MRT_OK);
     assert_int_equal(mrt_store_import(ctx, other, &report), MRT_OK);
     assert_int_equal(report.cubins_copied, 4);
-    assert_int_equal(query_int(overlay, "SELECT COUNT(*) FROM cubin"), 4);
+    assert_int_equal(mrt_test_sql_int(overlay, "SELECT COUNT(*) FROM cubin"), 4);
     assert_int_equal(mrt_store_prune(ctx, &opts, &prune), MRT_OK);
     assert_int_equal(prune.cubins_removed, 4);
     mrt_context_destroy(ctx);
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM cubin"), 2);
-    assert_int_equal(query_int(overlay, "SELECT COUNT(*) FROM cubin"), 0);
+    assert_int_equal(mrt_test_sql_int(path, "SELECT COUNT(*) FROM cubin"), 2);
+    assert_int_equal(mrt_test_sql_int(overlay, "SELECT COUNT(*) FROM cubin"), 0);
     free(copy);
     free(overlay);
     free(other);

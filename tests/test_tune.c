@@ -1140,13 +1140,6 @@ static void test_tune__failing_candidates_are_left_out(void **state)
 }
 
 /* Run the CLI on a store; returns its exit status and output (malloc'd). */
-static int run_cli(const char *db, const char *args, char **output)
-{
-    char command[4096];
-    snprintf(command, sizeof command, "'%s' --db '%s' %s 2>&1", mrt_test_cli_path(), db, args);
-    return mrt_test_run(command, output);
-}
-
 static void test_tune__cli_usage_errors(void **state)
 {
     (void)state;
@@ -1163,13 +1156,13 @@ static void test_tune__cli_usage_errors(void **state)
     };
     for (size_t i = 0; i < COUNT_OF(cases); i++) {
         char *out = NULL;
-        int status = run_cli(db, cases[i].args, &out);
+        int status = mrt_test_cli("", db, cases[i].args, &out);
         if (status != 2 || !strstr(out, cases[i].needle))
             fail_msg("marlinrt %s: exit %d, output:\n%s", cases[i].args, status, out);
         free(out);
     }
     char *out = NULL;
-    assert_int_equal(run_cli(db, "--help", &out), 0);
+    assert_int_equal(mrt_test_cli("", db, "--help", &out), 0);
     assert_non_null(strstr(out, "tune [--shape"));
     free(out);
     free(db);
@@ -1622,7 +1615,7 @@ static void test_tune__cli_tunes_and_records(void **state)
     mrt_test_require_gpu(ctx);
     mrt_context_destroy(ctx);
     char *out = NULL;
-    int status = run_cli(db, "tune --shape 1024x2048 --m 16 --json --batches 5", &out);
+    int status = mrt_test_cli("", db, "tune --shape 1024x2048 --m 16 --json --batches 5", &out);
     if (status != 0 || !strstr(out, "\"winner\": \"t") || !strstr(out, "\"heuristic_us\": ") ||
         !strstr(out, "\"recorded\": true"))
         fail_msg("marlinrt tune: exit %d, output:\n%s", status, out);
@@ -1632,7 +1625,7 @@ static void test_tune__cli_tunes_and_records(void **state)
     assert_int_equal(mrt_gemm_winner(ctx, 9, 2048, 1024, 128, &winner), MRT_OK); /* same bucket as 16 */
     mrt_context_destroy(ctx);
     /* Again: every timing comes from the store. */
-    status = run_cli(db, "tune --shape 1024x2048 --m 16 --json --batches 5", &out);
+    status = mrt_test_cli("", db, "tune --shape 1024x2048 --m 16 --json --batches 5", &out);
     if (status != 0 || !strstr(out, "\"timed\": 0,"))
         fail_msg("marlinrt tune again: exit %d, output:\n%s", status, out);
     free(out);

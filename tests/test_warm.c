@@ -26,13 +26,6 @@ static int64_t cubin_rows(const char *path)
     return count;
 }
 
-static int cli(const char *env, const char *db, const char *args, char **output)
-{
-    char command[16384];
-    snprintf(command, sizeof command, "%s '%s' --db '%s' %s 2>&1", env, mrt_test_cli_path(), db, args);
-    return mrt_test_run(command, output);
-}
-
 static char *write_file(const char *dir, const char *name, const char *text)
 {
     char *path = mrt_test_path(dir, name);
@@ -65,7 +58,7 @@ static void test_warm__configs_file_in_parallel_then_nothing_to_do(void **state)
     char args[8192];
     snprintf(args, sizeof args, "warm --arch sm_80,sm_90 --configs '%s' --jobs 3", list);
     char *out = NULL;
-    int status = cli("", db, args, &out);
+    int status = mrt_test_cli("", db, args, &out);
     if (status != 0)
         fail_msg("warm failed (%d):\n%s", status, out);
     assert_non_null(strstr(out, "warm: 9 compiled, 0 already present, 0 failed"));
@@ -76,14 +69,14 @@ static void test_warm__configs_file_in_parallel_then_nothing_to_do(void **state)
     assert_int_equal(cubin_rows(db), 9);
 
     /* A second run compiles nothing, and writes no new rows. */
-    status = cli("", db, args, &out);
+    status = mrt_test_cli("", db, args, &out);
     assert_int_equal(status, 0);
     assert_non_null(strstr(out, "warm: 0 compiled, 9 already present, 0 failed"));
     free(out);
     assert_int_equal(cubin_rows(db), 9);
 
     /* One configuration by --config; the JSON summary. */
-    status = cli("", db, "warm --arch sm_80 --kernel dequant_w4 --config t64.m0.n0.k0.s0.g2 --json", &out);
+    status = mrt_test_cli("", db, "warm --arch sm_80 --kernel dequant_w4 --config t64.m0.n0.k0.s0.g2 --json", &out);
     assert_int_equal(status, 0);
     assert_non_null(strstr(out, "\"config\": \"t64.m0.n0.k0.s0.g2\", \"result\": \"compiled\""));
     assert_non_null(strstr(out, "\"compiled\": 1, \"present\": 0, \"failed\": 0"));
@@ -102,7 +95,7 @@ static void test_warm__all_lists_every_configuration_the_kernels_accept(void **s
     char *dir = mrt_test_tempdir("warm-all");
     char *db = mrt_test_path(dir, "cache.db");
     char *out = NULL;
-    assert_int_equal(cli("", db, "warm --arch sm_80 --configs all --list", &out), 0);
+    assert_int_equal(mrt_test_cli("", db, "warm --arch sm_80 --configs all --list", &out), 0);
     /* dequant_w4: 4 thread counts x 4 group sizes. marlin_w4a16: threads 128/256, 1..4
      * m-blocks, n and k blocks 4/8/16 (256 threads need more than a 64 x 64 tile), stages
      * 2, 3, 4, 6, 8, 4 group sizes: 2 * 4 * 9 * 5 * 4 less the 256-thread 64 x 64 tiles. */
@@ -116,12 +109,12 @@ static void test_warm__all_lists_every_configuration_the_kernels_accept(void **s
     free(out);
     char args[8192];
     snprintf(args, sizeof args, "warm --arch sm_90 --configs '%s' --kernel dequant_w4 --list", list);
-    assert_int_equal(cli("", db, args, &out), 0);
+    assert_int_equal(mrt_test_cli("", db, args, &out), 0);
     assert_non_null(strstr(out, "# 16 configurations"));
     assert_int_equal(count_of(out, " sm_80\n"), 16); /* a line's own arch wins over --arch */
     free(out);
 
-    assert_int_equal(cli("", db, "warm --arch sm_80,sm_90 --configs default --list", &out), 0);
+    assert_int_equal(mrt_test_cli("", db, "warm --arch sm_80,sm_90 --configs default --list", &out), 0);
     assert_non_null(strstr(out, "dequant_w4 t256.m0.n0.k0.s0.g-1 sm_80"));
     assert_non_null(strstr(out, "marlin_w4a16 t256.m1.n8.k8.s4.g8 sm_90"));
     free(out);
@@ -151,7 +144,7 @@ static void test_warm__bad_lists_and_options_are_usage_errors(void **state)
         char *list = write_file(dir, "configs.txt", bad_files[i].file);
         char args[8192];
         snprintf(args, sizeof args, "warm --arch sm_80 --configs '%s'", list);
-        assert_int_equal(cli("", db, args, &out), 2);
+        assert_int_equal(mrt_test_cli("", db, args, &out), 2);
         if (!strstr(out, bad_files[i].message))
             fail_msg("expected \"%s\" in:\n%s", bad_files[i].message, out);
         free(out);
@@ -168,7 +161,7 @@ static void test_warm__bad_lists_and_options_are_usage_errors(void **state)
         {"warm --kernel dequant_w4 --config nonsense --arch sm_80", "\"nonsense\" is not a configuration"},
     };
     for (size_t i = 0; i < sizeof bad_args / sizeof bad_args[0]; i++) {
-        assert_int_equal(cli("", db, bad_args[i].args, &out), 2);
+        assert_int_equal(mrt_test_cli("", db, bad_args[i].args, &out), 2);
         if (!strstr(out, bad_args[i].message))
             fail_msg("expected \"%s\" in:\n%s", bad_args[i].message, out);
         free(out);
@@ -184,12 +177,12 @@ static void test_warm__read_only_store_keeps_nothing_unless_there_is_an_overlay(
     char *db = mrt_test_path(dir, "cache.db");
     char *overlay = mrt_test_path(dir, "overlay.db");
     char *out = NULL;
-    assert_int_equal(cli("", db, "warm --arch sm_80 --kernel dequant_w4 --config t256.m0.n0.k0.s0.g8", &out), 0);
+    assert_int_equal(mrt_test_cli("", db, "warm --arch sm_80 --kernel dequant_w4 --config t256.m0.n0.k0.s0.g8", &out), 0);
     free(out);
 
     const char *two = "warm --arch sm_80 --kernel dequant_w4 --config t256.m0.n0.k0.s0.g8 "
                       "--config t256.m0.n0.k0.s0.g4";
-    assert_int_equal(cli("MARLINRT_CACHE_READONLY=1", db, two, &out), 1);
+    assert_int_equal(mrt_test_cli("MARLINRT_CACHE_READONLY=1", db, two, &out), 1);
     assert_non_null(strstr(out, "is read-only"));
     assert_non_null(strstr(out, "0 compiled, 1 already present, 1 failed"));
     assert_non_null(strstr(out, "not saved"));
@@ -198,7 +191,7 @@ static void test_warm__read_only_store_keeps_nothing_unless_there_is_an_overlay(
 
     char env[4200];
     snprintf(env, sizeof env, "MARLINRT_CACHE_READONLY=1 MARLINRT_CACHE_OVERLAY='%s'", overlay);
-    assert_int_equal(cli(env, db, two, &out), 0);
+    assert_int_equal(mrt_test_cli(env, db, two, &out), 0);
     assert_non_null(strstr(out, "1 compiled, 1 already present, 0 failed"));
     assert_non_null(strstr(out, ", overlay "));
     free(out);
