@@ -128,8 +128,9 @@ MRT_API void mrt_context_options_init(mrt_context_options *opts);
  */
 MRT_API mrt_status mrt_context_create(const mrt_context_options *opts, mrt_context **out);
 
-/** Message of the last failed call without a context on the calling thread: mrt_context_create
- *  and the host packing functions ("" if none). Valid until the next such call on the thread. */
+/** Message of the last failed call without a context on the calling thread: mrt_context_create,
+ *  the host packing functions, and any call given a NULL ctx ("" if none). Valid until the next
+ *  such call on the thread. */
 MRT_API const char *mrt_thread_errmsg(void);
 
 /** Release a context and everything it owns. NULL is a no-op. Loaded modules stay in the

@@ -196,7 +196,7 @@ mrt_status mrt_get_cubin(mrt_context *ctx, int arch, const char *kernel, const m
                          size_t *size, mrt_cubin_origin *origin)
 {
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!kernel || !cfg || !cubin || !size)
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_get_cubin: kernel, cfg, cubin and size must be non-NULL");

@@ -166,8 +166,10 @@ const char *mrt_store_path(const mrt_context *ctx)
 
 mrt_status mrt_get_stats(const mrt_context *ctx, mrt_stats *stats)
 {
-    if (!ctx || !stats)
-        return MRT_ERR_INVALID_ARGUMENT;
+    if (!ctx)
+        return mrt__null_context(__func__);
+    if (!stats)
+        return mrt__fail(mrt__thread_err(), MRT_ERR_INVALID_ARGUMENT, "mrt_get_stats: stats is NULL");
     *stats = ctx->stats;
     return MRT_OK;
 }
@@ -175,7 +177,7 @@ mrt_status mrt_get_stats(const mrt_context *ctx, mrt_stats *stats)
 mrt_status mrt_nvrtc_version(mrt_context *ctx, int *major, int *minor)
 {
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!major || !minor)
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_nvrtc_version: major or minor is NULL");

@@ -94,7 +94,7 @@ const mrt_device_info *mrt__device(const mrt_context *ctx)
 mrt_status mrt_device_get_info(mrt_context *ctx, mrt_device_info *info)
 {
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!info)
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_device_get_info: info is NULL");
@@ -275,7 +275,7 @@ mrt_status mrt_dequant_w4(mrt_context *ctx, void *stream, uint64_t packed, uint6
                           int64_t n, int group_size)
 {
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!packed || !scales || !out)
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_dequant_w4: packed, scales and out must be non-zero");

@@ -282,7 +282,7 @@ MRT_API mrt_status mrt_gemm_workspace_size(mrt_context *ctx, int64_t n, size_t *
 {
     mrt_status rc = MRT_OK;
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!bytes)
         MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm_workspace_size: bytes is NULL");
@@ -305,7 +305,7 @@ MRT_API mrt_status mrt_gemm_select(mrt_context *ctx, int64_t m, int64_t n, int64
     mrt_status rc = MRT_OK;
     mrt_config chosen;
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!config)
         MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm_select: config is NULL");
@@ -361,7 +361,7 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
     mrt_config cfg;
     mrt__function fn;
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!args)
         MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm: args is NULL");

@@ -31,6 +31,10 @@ mrt_status mrt__fail(mrt__err *err, mrt_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 mrt_status mrt__vfail(mrt__err *err, mrt_status status, const char *fmt, va_list ap);
 
+/* For a public call given a NULL context: the message goes to the thread's sink
+ * ("<fn>: ctx is NULL") and the status is MRT_ERR_INVALID_ARGUMENT. */
+mrt_status mrt__null_context(const char *fn);
+
 /* The calling thread's error sink, read by mrt_thread_errmsg(). */
 mrt__err *mrt__thread_err(void);
 

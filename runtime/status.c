@@ -63,6 +63,11 @@ mrt__err *mrt__thread_err(void)
     return &thread_err;
 }
 
+mrt_status mrt__null_context(const char *fn)
+{
+    return mrt__fail(mrt__thread_err(), MRT_ERR_INVALID_ARGUMENT, "%s: ctx is NULL", fn);
+}
+
 const char *mrt_thread_errmsg(void)
 {
     return thread_errbuf;

@@ -97,7 +97,7 @@ mrt_status mrt_store_foreach_cubin(mrt_context *ctx, mrt_cubin_row_fn fn, void *
 {
     mrt_status rc = MRT_OK;
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!fn)
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_store_foreach_cubin: fn is NULL");
@@ -134,7 +134,7 @@ mrt_status mrt_store_foreach_tuning_winner(mrt_context *ctx, mrt_tuning_winner_r
 {
     mrt_status rc = MRT_OK;
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!fn)
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_store_foreach_tuning_winner: fn is NULL");
@@ -162,7 +162,7 @@ mrt_status mrt_store_summary_get(mrt_context *ctx, mrt_store_summary *summary)
 {
     mrt_status rc = MRT_OK;
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!summary)
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_store_summary_get: summary is NULL");
@@ -288,7 +288,7 @@ mrt_status mrt_store_verify(mrt_context *ctx, mrt_verify_fn fn, void *user, mrt_
     mrt_status rc = MRT_OK;
     char no_gpu[MRT_ERRMSG_SIZE + 16] = "MRT_CTX_OFFLINE context";
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!report)
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_store_verify: report is NULL");
@@ -359,7 +359,7 @@ mrt_status mrt_store_export(mrt_context *ctx, const char *path, mrt_store_merge_
     mrt__store *destination = NULL;
     int created = 0;
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!path || !*path || !report)
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_store_export: path and report must be given");
@@ -390,7 +390,7 @@ mrt_status mrt_store_import(mrt_context *ctx, const char *path, mrt_store_merge_
     mrt_status rc = MRT_OK;
     mrt__store *source = NULL;
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!path || !*path || !report)
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_store_import: path and report must be given");
@@ -543,7 +543,7 @@ mrt_status mrt_store_prune(mrt_context *ctx, const mrt_prune_options *opts, mrt_
     tuning_prune stale_groups = {0};
     int in_transaction = 0;
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!opts || !report)
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_store_prune: opts and report must not be NULL");

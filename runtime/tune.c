@@ -986,7 +986,7 @@ MRT_API mrt_status mrt_gemm_candidates_for(mrt_context *ctx, int64_t m, int64_t 
 {
     mrt_status rc = MRT_OK;
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!count)
         MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm_candidates_for: count is NULL");
@@ -1049,7 +1049,7 @@ MRT_API mrt_status mrt_gemm_tune(mrt_context *ctx, int64_t m, int64_t n, int64_t
     mrt_status rc = MRT_OK;
     mrt_tune_options defaults;
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!count)
         MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm_tune: count is NULL");
@@ -1073,7 +1073,7 @@ MRT_API mrt_status mrt_gemm_winner(mrt_context *ctx, int64_t m, int64_t n, int64
 {
     mrt_status rc = MRT_OK;
     if (!ctx)
-        return MRT_ERR_INVALID_ARGUMENT;
+        return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
     if (!config)
         MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm_winner: config is NULL");
@@ -1086,8 +1086,10 @@ done:
 
 MRT_API mrt_status mrt_tune_stats_get(const mrt_context *ctx, mrt_tune_stats *stats)
 {
-    if (!ctx || !stats)
-        return MRT_ERR_INVALID_ARGUMENT;
+    if (!ctx)
+        return mrt__null_context(__func__);
+    if (!stats)
+        return mrt__fail(mrt__thread_err(), MRT_ERR_INVALID_ARGUMENT, "%s: stats is NULL", __func__);
     if (ctx->tune)
         *stats = ctx->tune->stats;
     else

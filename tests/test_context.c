@@ -116,7 +116,13 @@ static void test_context__bad_arguments(void **state)
     mrt_context_destroy(NULL);
     assert_string_equal(mrt_errmsg(NULL), "no context (NULL)");
     assert_int_equal(mrt_get_stats(NULL, NULL), MRT_ERR_INVALID_ARGUMENT);
+    assert_string_equal(mrt_thread_errmsg(), "mrt_get_stats: ctx is NULL");
     assert_int_equal(mrt_device_get_info(NULL, NULL), MRT_ERR_INVALID_ARGUMENT);
+    assert_string_equal(mrt_thread_errmsg(), "mrt_device_get_info: ctx is NULL");
+    mrt_gemm_args args;
+    memset(&args, 0, sizeof args);
+    assert_int_equal(mrt_gemm(NULL, NULL, &args, NULL), MRT_ERR_INVALID_ARGUMENT);
+    assert_string_equal(mrt_thread_errmsg(), "mrt_gemm: ctx is NULL");
     free(path);
     free(file);
     free(dir);
