@@ -45,6 +45,12 @@
  * largest tile (4 m-blocks x 256 columns on 256 threads) holds 64. */
 #define TUNE_MAX_ACCUMULATORS 64
 
+/* fp32 accumulators per thread: 16 x 16 per (m-block, n-block) pair, spread over the block. */
+static int too_many_accumulators(const mrt_config *cfg)
+{
+    return 256 * cfg->thread_m_blocks * cfg->thread_n_blocks / cfg->threads > TUNE_MAX_ACCUMULATORS;
+}
+
 #define TUNE_DEFAULT_WARMUP 3
 #define TUNE_DEFAULT_BATCHES 20
 #define TUNE_DEFAULT_NOISE 0.02
@@ -239,7 +245,7 @@ static mrt__prune structural_reason(const mrt_config *cfg, int64_t m, int64_t n,
     for (int smaller = 1; smaller < cfg->thread_m_blocks; smaller++)
         if (m_chunks(m, smaller) == m_chunks(m, cfg->thread_m_blocks))
             return MRT_PRUNE_M_BLOCKS;
-    if (256 * cfg->thread_m_blocks * cfg->thread_n_blocks / cfg->threads > TUNE_MAX_ACCUMULATORS)
+    if (too_many_accumulators(cfg))
         return MRT_PRUNE_REGISTERS;
     if (mrt__marlin_smem_bytes(cfg) > dev->max_smem_optin)
         return MRT_PRUNE_SMEM;
@@ -283,11 +289,28 @@ static int compare_ranked(const void *pa, const void *pb)
 /* Every configuration the kernel could be asked for: 2 x 4 x 3 x 3 x MRT_TUNE_STAGE_COUNT. */
 #define TUNE_SPACE_SIZE (2 * 4 * 3 * 3 * MRT_TUNE_STAGE_COUNT)
 
-void mrt__tune_candidates(const mrt_device_info *dev, int64_t m, int64_t n, int64_t k, int group_size,
-                          mrt_config *configs, size_t capacity, size_t *count, size_t pruned[MRT_PRUNE_COUNT])
+/* The index-th configuration of that space (0 <= index < TUNE_SPACE_SIZE), stages varying
+ * fastest, then thread_k, thread_n, m-blocks, threads; one enumeration for the candidate list
+ * and for mrt_gemm_tune_space. */
+static void space_config(size_t index, int group_blocks, mrt_config *cfg)
 {
     static const int threads[] = {128, 256};
     static const int blocks[] = {4, 8, 16};
+    const size_t s = index % MRT_TUNE_STAGE_COUNT, kb = index / MRT_TUNE_STAGE_COUNT % 3,
+                 nb = index / (MRT_TUNE_STAGE_COUNT * 3) % 3, tmb = index / (MRT_TUNE_STAGE_COUNT * 9) % 4,
+                 t = index / (MRT_TUNE_STAGE_COUNT * 36);
+    memset(cfg, 0, sizeof *cfg);
+    cfg->threads = threads[t];
+    cfg->thread_m_blocks = (int)tmb + 1;
+    cfg->thread_n_blocks = blocks[nb];
+    cfg->thread_k_blocks = blocks[kb];
+    cfg->stages = mrt__tune_stages[s];
+    cfg->group_blocks = group_blocks;
+}
+
+void mrt__tune_candidates(const mrt_device_info *dev, int64_t m, int64_t n, int64_t k, int group_size,
+                          mrt_config *configs, size_t capacity, size_t *count, size_t pruned[MRT_PRUNE_COUNT])
+{
     ranked_config space[TUNE_SPACE_SIZE];
     size_t kept = 0, total = 0;
     size_t reasons[MRT_PRUNE_COUNT] = {0};
@@ -300,34 +323,24 @@ void mrt__tune_candidates(const mrt_device_info *dev, int64_t m, int64_t n, int6
 
     /* Pass 1: the rules that look at one configuration. */
     double best_occupancy = heuristic_fits ? occupancy(&heuristic, m, n, k, sms) : 0;
-    for (size_t t = 0; t < COUNT_OF(threads); t++)
-        for (int tmb = 1; tmb <= 4; tmb++)
-            for (size_t nb = 0; nb < COUNT_OF(blocks); nb++)
-                for (size_t kb = 0; kb < COUNT_OF(blocks); kb++)
-                    for (int s = 0; s < MRT_TUNE_STAGE_COUNT; s++) {
-                        mrt_config cfg;
-                        memset(&cfg, 0, sizeof cfg);
-                        cfg.threads = threads[t];
-                        cfg.thread_m_blocks = tmb;
-                        cfg.thread_n_blocks = blocks[nb];
-                        cfg.thread_k_blocks = blocks[kb];
-                        cfg.stages = mrt__tune_stages[s];
-                        cfg.group_blocks = group_blocks;
-                        total++;
-                        if (heuristic_fits && same_config(&cfg, &heuristic))
-                            continue; /* placed first below, whatever the rules say */
-                        mrt__prune reason = structural_reason(&cfg, m, n, k, group_size, dev);
-                        if (reason != MRT_PRUNE_KEEP) {
-                            reasons[reason]++;
-                            continue;
-                        }
-                        const double busy = occupancy(&cfg, m, n, k, sms);
-                        if (busy > best_occupancy)
-                            best_occupancy = busy;
-                        space[kept].config = cfg;
-                        space[kept].distance = distance(&cfg, &heuristic);
-                        kept++;
-                    }
+    for (size_t index = 0; index < TUNE_SPACE_SIZE; index++) {
+        mrt_config cfg;
+        space_config(index, group_blocks, &cfg);
+        total++;
+        if (heuristic_fits && same_config(&cfg, &heuristic))
+            continue; /* placed first below, whatever the rules say */
+        mrt__prune reason = structural_reason(&cfg, m, n, k, group_size, dev);
+        if (reason != MRT_PRUNE_KEEP) {
+            reasons[reason]++;
+            continue;
+        }
+        const double busy = occupancy(&cfg, m, n, k, sms);
+        if (busy > best_occupancy)
+            best_occupancy = busy;
+        space[kept].config = cfg;
+        space[kept].distance = distance(&cfg, &heuristic);
+        kept++;
+    }
 
     /* Pass 2: the rules that compare with the others. The heuristic's pick is exempt. */
     size_t survivors = 0;
@@ -1003,8 +1016,6 @@ done:
 
 MRT_API mrt_status mrt_gemm_tune_space(int group_size, mrt_config *configs, size_t capacity, size_t *count)
 {
-    static const int threads[] = {128, 256};
-    static const int blocks[] = {4, 8, 16};
     mrt__err *err = mrt__thread_err();
     if (!count)
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm_tune_space: count is NULL");
@@ -1018,26 +1029,15 @@ MRT_API mrt_status mrt_gemm_tune_space(int group_size, mrt_config *configs, size
     const int group_blocks[2] = {group_size == -1 ? -1 : group_size / 16, -1};
     size_t total = 0;
     for (int g = 0; g < (group_size == -1 ? 1 : 2); g++)
-        for (size_t t = 0; t < COUNT_OF(threads); t++)
-            for (int tmb = 1; tmb <= 4; tmb++)
-                for (size_t nb = 0; nb < COUNT_OF(blocks); nb++)
-                    for (size_t kb = 0; kb < COUNT_OF(blocks); kb++)
-                        for (int s = 0; s < MRT_TUNE_STAGE_COUNT; s++) {
-                            mrt_config cfg;
-                            memset(&cfg, 0, sizeof cfg);
-                            cfg.threads = threads[t];
-                            cfg.thread_m_blocks = tmb;
-                            cfg.thread_n_blocks = blocks[nb];
-                            cfg.thread_k_blocks = blocks[kb];
-                            cfg.stages = mrt__tune_stages[s];
-                            cfg.group_blocks = group_blocks[g];
-                            if (mrt__marlin_validate(&cfg, NULL) != MRT_OK ||
-                                256 * tmb * cfg.thread_n_blocks / cfg.threads > TUNE_MAX_ACCUMULATORS)
-                                continue;
-                            if (total < capacity)
-                                configs[total] = cfg;
-                            total++;
-                        }
+        for (size_t index = 0; index < TUNE_SPACE_SIZE; index++) {
+            mrt_config cfg;
+            space_config(index, group_blocks[g], &cfg);
+            if (mrt__marlin_validate(&cfg, NULL) != MRT_OK || too_many_accumulators(&cfg))
+                continue;
+            if (total < capacity)
+                configs[total] = cfg;
+            total++;
+        }
     *count = total;
     return MRT_OK;
 }
