@@ -269,7 +269,8 @@ typedef struct mrt_stats {
     uint64_t launches;           /* kernels launched */
     uint64_t store_writes_skipped; /* compiled cubins kept in memory only: no writable store */
     uint64_t driver_refusals;    /* cubins cuModuleLoadData refused (evicted, then replaced) */
-    uint64_t reserved[4];
+    uint64_t overlapped_launches; /* of launches, those made with programmatic dependent launch */
+    uint64_t reserved[3];
 } mrt_stats;
 
 /** Copy ctx's counters. Returns MRT_OK or MRT_ERR_INVALID_ARGUMENT. */
@@ -516,15 +517,34 @@ MRT_API mrt_status mrt_dequant_w4(mrt_context *ctx, void *stream, uint64_t packe
  *   b          Marlin-packed int4 weights, K*N/8 int32 (see mrt_pack_q4), 16-byte aligned
  *   scales     fp16 Marlin-ordered scales [K/group_size or 1, N], 16-byte aligned
  *   c          fp16 [M, N] row-major output, 16-byte aligned
- *   workspace  int32 lock array of at least mrt_gemm_workspace_size bytes, zeroed before
- *              first use; the kernel leaves it zeroed again
+ *   workspace  at least mrt_gemm_workspace_size bytes, zeroed before first use; the kernel
+ *              leaves it ready for the next call (calls running at the same time on
+ *              different streams need separate workspaces)
+ *   flags      mrt_gemm_flag bits, 0 for the defaults
+ *
+ * On sm_90 and later (with a CUDA 12.0+ driver) the kernel is launched with programmatic
+ * dependent launch: it may be scheduled while the previous kernel on the stream is still
+ * running, and waits (griddepcontrol.wait) for that kernel's results before it reads or
+ * writes anything, so stream order holds as with a plain launch. The overlap hides launch
+ * latency between back-to-back kernels; MRT_GEMM_WEIGHTS_STATIC lets it also start
+ * fetching weights early.
  */
+typedef enum mrt_gemm_flag {
+    /** b and scales are not written by any kernel queued earlier on the stream that may still
+     *  be running (true of weights loaded once): on sm_90+ the kernel starts fetching them
+     *  before the previous kernel's results are visible. */
+    MRT_GEMM_WEIGHTS_STATIC = 1u << 0,
+    /** Launch plainly, without programmatic dependent launch. */
+    MRT_GEMM_NO_OVERLAP = 1u << 1,
+} mrt_gemm_flag;
+
 typedef struct mrt_gemm_args {
     uint64_t a, b, scales, c, workspace;
     uint64_t workspace_bytes;
     int64_t m, n, k;
     int32_t group_size; /* -1 (per channel), 32, 64, 128 */
-    int32_t reserved_i32[3];
+    uint32_t flags;     /* mrt_gemm_flag bits */
+    int32_t reserved_i32[2];
     uint64_t reserved[4];
 } mrt_gemm_args;
 

@@ -22,8 +22,11 @@
  *   - Work is striped: the tiles of all (M chunk, N column, K step) triples are numbered
  *     K-step fastest and cut into gridDim.x equal stripes, one per block, so every SM
  *     gets the same amount of weight streaming whatever the shape. A column whose K
- *     range is split between blocks is summed through a serialised fp32 reduction in the
- *     workspace, ordered by an int32 lock per column.
+ *     range is split between blocks is summed in the workspace: every block that holds
+ *     part of it stores its fp32 partial sums in a slot of its own and counts itself in
+ *     with an atomic; the last to arrive adds the slots in a fixed order (so results do not
+ *     depend on who arrived last) and writes C. No block ever waits for another, so the
+ *     blocks need not be co-resident.
  *
  * Launch contract (runtime/gemm.c builds it; docs/kernel.md repeats it):
  *   grid  (G, 1, 1) with 1 <= G; every block beyond the number of tiles simply exits
@@ -33,9 +36,12 @@
  *   prob_n % (16*TNB) == 0, prob_k % (16*TKB) == 0, prob_k % (16*GROUP_BLOCKS) == 0
  *   every index prob_m*prob_k/8, prob_m*prob_n/8, prob_k*prob_n/32 and the tile count
  *     fits in a signed 32-bit int
- *   locks     G int32, zero on entry, zero again on exit
- *   partials  G * 16*TMB * 16*TNB floats, any content on entry, zero on exit
+ *   locks     G int32 arrival counters, zero on entry, zero again on exit
+ *   partials  2 * G * 16*TMB * 16*TNB floats (two slots per block), any content on entry
  *   concurrent launches must not share locks or partials
+ *   flags     MRT_KERNEL_WEIGHTS_STATIC or 0; a launch may ask for programmatic dependent
+ *             launch (sm_90+): nothing but B and s is read, and nothing is written, before
+ *             griddepcontrol.wait, and B and s only with MRT_KERNEL_WEIGHTS_STATIC
  */
 
 typedef unsigned int mrt_u32;
@@ -103,13 +109,6 @@ __device__ __forceinline__ mrt_u32 mrt_hsub2(mrt_u32 a, mrt_u32 b)
     return d;
 }
 
-__device__ __forceinline__ mrt_u32 mrt_hmul2(mrt_u32 a, mrt_u32 b)
-{
-    mrt_u32 d;
-    asm("mul.rn.f16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
-    return d;
-}
-
 __device__ __forceinline__ mrt_u32 mrt_hfma2(mrt_u32 a, mrt_u32 b, mrt_u32 c)
 {
     mrt_u32 d;
@@ -117,11 +116,20 @@ __device__ __forceinline__ mrt_u32 mrt_hfma2(mrt_u32 a, mrt_u32 b, mrt_u32 c)
     return d;
 }
 
-/* Copy the low (SEL 0x1010) or high (SEL 0x3232) half of x into both halves. */
-template <int SEL> __device__ __forceinline__ mrt_u32 mrt_broadcast_half(mrt_u32 x)
+/* a times the low (HIGH false) or high half of s in both lanes. Written as a 16-bit move
+ * rather than a prmt so that ptxas folds the broadcast into the multiply's operand
+ * (HMUL2 ..., R.H0_H0) instead of issuing a separate PRMT per product. */
+template <bool HIGH> __device__ __forceinline__ mrt_u32 mrt_hmul2_by_half(mrt_u32 a, mrt_u32 s)
 {
     mrt_u32 d;
-    asm("prmt.b32 %0, %1, %1, %2;\n" : "=r"(d) : "r"(x), "n"(SEL));
+    if (HIGH)
+        asm("{ .reg .b16 l, h; .reg .b32 b; mov.b32 {l, h}, %2; mov.b32 b, {h, h}; mul.rn.f16x2 %0, %1, b; }\n"
+            : "=r"(d)
+            : "r"(a), "r"(s));
+    else
+        asm("{ .reg .b16 l, h; .reg .b32 b; mov.b32 {l, h}, %2; mov.b32 b, {l, l}; mul.rn.f16x2 %0, %1, b; }\n"
+            : "=r"(d)
+            : "r"(a), "r"(s));
     return d;
 }
 
@@ -159,33 +167,49 @@ __device__ __forceinline__ void mrt_store_cg(float4 *ptr, float4 v)
                  : "memory");
 }
 
-/* Block-wide: wait until *lock == value. Thread 0 spins with acquire loads at GPU scope;
- * the barrier then orders every thread of the block after that acquire. */
-__device__ __forceinline__ void mrt_lock_wait(const int *lock, int value)
+/* Block-wide: count this block in on `counter` and return, in every thread, whether it was
+ * the last of `participants` to arrive. Every thread whose stores the last block reads has
+ * fenced before calling; the barrier orders those stores before thread 0's acq_rel atomic,
+ * and the final barrier orders every thread's later loads after it. The last block puts the
+ * counter back to 0: nobody else touches it again in this launch. */
+__device__ __forceinline__ bool mrt_arrive_last(int *counter, int participants)
 {
-    if (threadIdx.x == 0) {
-        int seen;
-        do {
-            asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(seen) : "l"(lock) : "memory");
-        } while (seen != value);
-    }
     __syncthreads();
+    int last = 0;
+    if (threadIdx.x == 0) {
+        int before;
+        asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(before) : "l"(counter) : "memory");
+        last = before == participants - 1;
+        if (last)
+            asm volatile("st.relaxed.gpu.global.b32 [%0], %1;\n" ::"l"(counter), "r"(0) : "memory");
+    }
+    return __syncthreads_or(last) != 0;
 }
 
-/* Block-wide: hand the lock to the next block (add 1 with release semantics), or put it
- * back to 0 when this block was the last user. Every thread that wrote data the next
- * block reads has fenced before calling; the barrier orders those writes before the
- * release of thread 0. */
-__device__ __forceinline__ void mrt_lock_release(int *lock, bool reset)
+/* Programmatic dependent launch (sm_90 and later; no-ops before). launch_dependents lets
+ * the next kernel on the stream be scheduled before this one ends (its blocks take SMs as
+ * they free up); wait returns once every kernel this one depends on has completed and its
+ * memory is visible, and returns at once when the launch did not ask for the overlap. */
+__device__ __forceinline__ void mrt_grid_launch_dependents()
 {
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        if (reset)
-            asm volatile("st.relaxed.gpu.global.b32 [%0], %1;\n" ::"l"(lock), "r"(0) : "memory");
-        else
-            asm volatile("red.release.gpu.global.add.s32 [%0], %1;\n" ::"l"(lock), "r"(1) : "memory");
-    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
 }
+
+__device__ __forceinline__ void mrt_grid_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+/* Bits of the kernel's `flags` parameter. */
+enum {
+    /* B and the scales are not written by the kernels this launch depends on: the first
+     * segment's weight tiles are fetched before waiting for them. */
+    MRT_KERNEL_WEIGHTS_STATIC = 1,
+};
 
 __device__ __forceinline__ void mrt_fence_gpu()
 {
@@ -274,7 +298,8 @@ __device__ constexpr int marlin_w4a16_smem_bytes()
 template <int THREADS, int THREAD_M_BLOCKS, int THREAD_N_BLOCKS, int THREAD_K_BLOCKS, int STAGES, int GROUP_BLOCKS>
 __global__ void __launch_bounds__(THREADS, 1)
     marlin_w4a16(const int4 *__restrict__ A, const int4 *__restrict__ B, int4 *__restrict__ C,
-                 const int4 *__restrict__ s, int prob_m, int prob_n, int prob_k, int *locks, float4 *partials)
+                 const int4 *__restrict__ s, int prob_m, int prob_n, int prob_k, int *locks, float4 *partials,
+                 int flags)
 {
     constexpr int TMB = THREAD_M_BLOCKS;
     constexpr int TNB = THREAD_N_BLOCKS;
@@ -352,6 +377,14 @@ __global__ void __launch_bounds__(THREADS, 1)
             asm volatile("trap;");
     }
 
+    /* Nothing this kernel writes is read by the next one before that one waits for us. */
+    mrt_grid_launch_dependents();
+    /* Everything but the weights may come from the previous kernel: wait for it now, or
+     * (weights static) once the first weight tiles are on their way. */
+    bool waited = !(flags & MRT_KERNEL_WEIGHTS_STATIC);
+    if (waited)
+        mrt_grid_wait();
+
     const int tid = threadIdx.x;
     const int lane = tid % 32;
     const int warp = tid / 32;
@@ -397,18 +430,20 @@ __global__ void __launch_bounds__(THREADS, 1)
         const int first_block = slice * k_tiles / iters;
         const int last_block = ((slice + 1) * k_tiles - 1) / iters;
         const int slice_blocks = last_block - first_block + 1;
-        /* Reduction order: the block holding the highest K rows finishes them first (they
-         * open its stripe), the block holding row 0 last (they close its stripe), so the
-         * order runs from last_block down to first_block, which writes C. */
-        const int order = last_block - (int)blockIdx.x;
-        const bool writes_c = order == slice_blocks - 1;
+        /* Partial-sum slots of a split slice: block b stores the segment that opens its
+         * stripe in slot 2b and the one that starts later (its stripe's last, which runs on
+         * into block b+1) in slot 2b+1. Only the first block's segment can start inside a
+         * stripe, so the slot of participant b is 2b + (b == first_block && the slice starts
+         * after b's stripe does). */
+        const int slice_start = slice * k_tiles;
+        auto slot_of = [&](int b) { return 2 * b + (b == first_block && slice_start != b * iters ? 1 : 0); };
 
         const int4 *const a_chunk = A + chunk * CHUNK_ROWS * a_gl_row;
         const int4 *const b_col = B + col * B_ROW;
         const int4 *const s_col = s + col * S_ROW;
 
-        /* Copy tile kt (K step kt of this slice) into ring slot `slot`. */
-        auto fetch_tile = [&](int slot, int kt) {
+        /* Copy the A part of tile kt (K step kt of this slice) into ring slot `slot`. */
+        auto fetch_a = [&](int slot, int kt) {
             /* A: thread tid copies (row, c) = (tid / A_ROW + i * A_ROWS_PER_ITER, tid % A_ROW)
              * from A[chunk row `row`, K int4 kt * A_ROW + c]; rows past the chunk's end are
              * zero-filled from a harmless in-bounds address. */
@@ -423,6 +458,10 @@ __global__ void __launch_bounds__(THREADS, 1)
                                    a_chunk + (valid ? row : 0) * a_gl_row + kt * A_ROW + c, valid ? 16 : 0);
                 }
             }
+        };
+
+        /* Copy the weight part of tile kt (B and its scale rows) into ring slot `slot`. */
+        auto fetch_weights = [&](int slot, int kt) {
             /* B: tile int4 number tid + i*THREADS sits at (row, c) = (tid / B_ROW + i *
              * THREADS / B_ROW, tid % B_ROW), from packed row kt*TKB + row. */
             const mrt_u32 b_dst = sh_b_addr + 16u * (mrt_u32)(slot * B_STAGE + tid);
@@ -442,6 +481,11 @@ __global__ void __launch_bounds__(THREADS, 1)
                                        16);
                 }
             }
+        };
+
+        auto fetch_tile = [&](int slot, int kt) {
+            fetch_a(slot, kt);
+            fetch_weights(slot, kt);
         };
 
         /* Load the fragments of sub-step k of ring slot `slot` into register buffer `buf`.
@@ -480,12 +524,10 @@ __global__ void __launch_bounds__(THREADS, 1)
                 mrt_dequant(frag_b[buf][j], b_lo);
                 mrt_dequant(frag_b[buf][j] >> 8, b_hi);
                 if (GROUPED) {
-                    const mrt_u32 s_lo = mrt_broadcast_half<0x1010>(frag_s[buf][j]);
-                    const mrt_u32 s_hi = mrt_broadcast_half<0x3232>(frag_s[buf][j]);
-                    b_lo[0] = mrt_hmul2(b_lo[0], s_lo);
-                    b_lo[1] = mrt_hmul2(b_lo[1], s_lo);
-                    b_hi[0] = mrt_hmul2(b_hi[0], s_hi);
-                    b_hi[1] = mrt_hmul2(b_hi[1], s_hi);
+                    b_lo[0] = mrt_hmul2_by_half<false>(b_lo[0], frag_s[buf][j]);
+                    b_lo[1] = mrt_hmul2_by_half<false>(b_lo[1], frag_s[buf][j]);
+                    b_hi[0] = mrt_hmul2_by_half<true>(b_hi[0], frag_s[buf][j]);
+                    b_hi[1] = mrt_hmul2_by_half<true>(b_hi[1], frag_s[buf][j]);
                 }
 #pragma unroll
                 for (int mb = 0; mb < TMB; mb++) {
@@ -496,12 +538,29 @@ __global__ void __launch_bounds__(THREADS, 1)
         };
 
         /* Prologue: tiles 0 .. STAGES-2 of the segment into slots 0 .. STAGES-2, one commit
-         * group per tile even when there is no tile, so that group counting stays exact. */
+         * group per tile even when there is no tile, so that group counting stays exact.
+         * Before the grid wait only weights are fetched; they join the first group, which
+         * completes first, so tile i is in place once group i is. */
+        if (!waited) {
 #pragma unroll
-        for (int i = 0; i < STAGES - 1; i++) {
-            if (i < kt_count)
-                fetch_tile(i, kt_first + i);
-            mrt_cp_async_commit();
+            for (int i = 0; i < STAGES - 1; i++)
+                if (i < kt_count)
+                    fetch_weights(i, kt_first + i);
+            mrt_grid_wait();
+            waited = true;
+#pragma unroll
+            for (int i = 0; i < STAGES - 1; i++) {
+                if (i < kt_count)
+                    fetch_a(i, kt_first + i);
+                mrt_cp_async_commit();
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < STAGES - 1; i++) {
+                if (i < kt_count)
+                    fetch_tile(i, kt_first + i);
+                mrt_cp_async_commit();
+            }
         }
 #pragma unroll
         for (int mb = 0; mb < TMB; mb++)
@@ -588,40 +647,56 @@ __global__ void __launch_bounds__(THREADS, 1)
             }
         }
 
-        /* Global reduction between the blocks of a split slice. The slice's slot is the
-         * index of its first block: two split slices never share a first block (if they
-         * did, the earlier one would lie wholly inside that block's stripe and not be
-         * split), so lock and partial buffer are private to the slice for this launch.
-         * Partial layout, as float4: ((mb*8 + f) * WARPS_N + wn) * 32 + lane, written and
-         * read only by warps wk == 0 (which hold the block's sums). The block that writes
-         * C leaves zeros behind, and the lock at 0. */
+        /* Global reduction between the blocks of a split slice. Each participant's warps
+         * wk == 0 (which hold its sums) store them to its slot, as float4 number ((mb*8 + f)
+         * * WARPS_N + wn) * 32 + lane; the counter is the slice's first block's (two split
+         * slices never share a first block: the earlier would lie wholly inside that block's
+         * stripe and not be split). The last block to arrive sums the slots from first_block
+         * to last_block, its own included, and is the one that writes C. */
+        bool writes_c = true;
         if (slice_blocks > 1) {
-            int *const lock = locks + first_block;
-            float4 *const partial = partials + first_block * (FRAGS * WARPS_N * 32);
-            mrt_lock_wait(lock, order);
+            constexpr int SLOT = FRAGS * WARPS_N * 32;
             if (wk == 0) {
+                float4 *const mine = partials + slot_of((int)blockIdx.x) * SLOT + wn * 32 + lane;
 #pragma unroll
                 for (int mb = 0; mb < TMB; mb++) {
                     if (16 * mb < rows) {
 #pragma unroll
                         for (int f = 0; f < 8; f++) {
-                            float4 *const p = partial + ((mb * 8 + f) * WARPS_N + wn) * 32 + lane;
-                            float *a = acc[mb][f / 2][f % 2];
-                            if (order > 0) {
-                                const float4 v = mrt_load_cg(p);
-                                a[0] += v.x;
-                                a[1] += v.y;
-                                a[2] += v.z;
-                                a[3] += v.w;
-                            }
-                            mrt_store_cg(p, writes_c ? make_float4(0.0f, 0.0f, 0.0f, 0.0f)
-                                                     : make_float4(a[0], a[1], a[2], a[3]));
+                            const float *a = acc[mb][f / 2][f % 2];
+                            mrt_store_cg(mine + (mb * 8 + f) * WARPS_N * 32, make_float4(a[0], a[1], a[2], a[3]));
                         }
                     }
                 }
                 mrt_fence_gpu();
             }
-            mrt_lock_release(lock, writes_c);
+            writes_c = mrt_arrive_last(locks + first_block, slice_blocks);
+            if (writes_c && wk == 0) {
+                for (int b = first_block; b <= last_block; b++) {
+                    const float4 *const slot = partials + slot_of(b) * SLOT + wn * 32 + lane;
+#pragma unroll
+                    for (int mb = 0; mb < TMB; mb++) {
+                        if (16 * mb < rows) {
+#pragma unroll
+                            for (int f = 0; f < 8; f++) {
+                                const float4 v = mrt_load_cg(slot + (mb * 8 + f) * WARPS_N * 32);
+                                float *a = acc[mb][f / 2][f % 2];
+                                if (b == first_block) {
+                                    a[0] = v.x;
+                                    a[1] = v.y;
+                                    a[2] = v.z;
+                                    a[3] = v.w;
+                                } else {
+                                    a[0] += v.x;
+                                    a[1] += v.y;
+                                    a[2] += v.z;
+                                    a[3] += v.w;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
 
         /* Write C. Fragment element e of (mb, j, h) is row 16*mb + lane/4 + 8*(e/2), column

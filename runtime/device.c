@@ -242,8 +242,8 @@ done:
     return rc;
 }
 
-mrt_status mrt__launch(mrt_context *ctx, mrt__function *fn, const unsigned grid[3], const unsigned block[3],
-                       unsigned dynamic_smem, void *stream, void **params)
+static mrt_status launch(mrt_context *ctx, mrt__function *fn, const unsigned grid[3], const unsigned block[3],
+                         unsigned dynamic_smem, void *stream, void **params, int overlap, int *overlapped)
 {
     mrt__err *err = &ctx->err;
     if ((int)dynamic_smem > fn->dynamic_smem_set)
@@ -255,16 +255,54 @@ mrt_status mrt__launch(mrt_context *ctx, mrt__function *fn, const unsigned grid[
                          block[0], block[1], block[2], fn->max_threads);
     if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0)
         return mrt__fail(err, MRT_ERR_INTERNAL, "launch with an empty grid");
+    overlap = overlap && ctx->driver->launch_kernel_ex && ctx->info.cc_major >= 9;
     mrt_status rc = mrt__ctx_push(ctx);
     if (rc != MRT_OK)
         return rc;
-    CUresult res = ctx->driver->launch_kernel((CUfunction)fn->handle, grid[0], grid[1], grid[2], block[0], block[1],
-                                              block[2], dynamic_smem, (CUstream)stream, params, NULL);
+    CUresult res;
+    if (overlap) {
+        CUlaunchAttribute attr;
+        memset(&attr, 0, sizeof attr);
+        attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        CUlaunchConfig config;
+        memset(&config, 0, sizeof config);
+        config.gridDimX = grid[0];
+        config.gridDimY = grid[1];
+        config.gridDimZ = grid[2];
+        config.blockDimX = block[0];
+        config.blockDimY = block[1];
+        config.blockDimZ = block[2];
+        config.sharedMemBytes = dynamic_smem;
+        config.hStream = (CUstream)stream;
+        config.attrs = &attr;
+        config.numAttrs = 1;
+        res = ctx->driver->launch_kernel_ex(&config, (CUfunction)fn->handle, params, NULL);
+    } else {
+        res = ctx->driver->launch_kernel((CUfunction)fn->handle, grid[0], grid[1], grid[2], block[0], block[1],
+                                         block[2], dynamic_smem, (CUstream)stream, params, NULL);
+    }
     mrt__ctx_pop(ctx);
     if (res != CUDA_SUCCESS)
-        return mrt__cuda_fail(err, MRT_ERR_CUDA, "cuLaunchKernel", res);
+        return mrt__cuda_fail(err, MRT_ERR_CUDA, overlap ? "cuLaunchKernelEx" : "cuLaunchKernel", res);
     ctx->stats.launches++;
+    ctx->stats.overlapped_launches += (uint64_t)overlap;
+    if (overlapped)
+        *overlapped = overlap;
     return MRT_OK;
+}
+
+mrt_status mrt__launch(mrt_context *ctx, mrt__function *fn, const unsigned grid[3], const unsigned block[3],
+                       unsigned dynamic_smem, void *stream, void **params)
+{
+    return launch(ctx, fn, grid, block, dynamic_smem, stream, params, 0, NULL);
+}
+
+mrt_status mrt__launch_overlapped(mrt_context *ctx, mrt__function *fn, const unsigned grid[3],
+                                  const unsigned block[3], unsigned dynamic_smem, void *stream, void **params,
+                                  int *overlapped)
+{
+    return launch(ctx, fn, grid, block, dynamic_smem, stream, params, 1, overlapped);
 }
 
 /* ------------------------------------------------------------------------- */

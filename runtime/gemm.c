@@ -8,9 +8,12 @@
  *             rows_per_launch() rows of M, so every index fits in 32 bits
  *   block     (threads, 1, 1)
  *   smem      marlin_smem_bytes(cfg), the same formula as marlin_w4a16_smem_bytes<>()
- *   params    A, B, C, s (device pointers), prob_m, prob_n, prob_k (int), locks, partials
- *   workspace [locks: SM count int32, padded to 256 bytes][partials: SM count slots of
- *             64 x min(n, 256) fp32], all zero on entry and left zero on exit
+ *   params    A, B, C, s (device pointers), prob_m, prob_n, prob_k (int), locks, partials,
+ *             flags (int: 1 = weights static, from MRT_GEMM_WEIGHTS_STATIC)
+ *   launch    with programmatic dependent launch unless MRT_GEMM_NO_OVERLAP
+ *   workspace [counters: SM count int32, padded to 256 bytes][partials: 2 x SM count slots
+ *             of 64 x min(n, 256) fp32]; the counters are zero on entry and left zero on
+ *             exit, the partials need no particular content
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -74,10 +77,12 @@ static size_t marlin_lock_bytes(int sms)
     return ((size_t)sms * sizeof(int32_t) + 255) / 256 * 256;
 }
 
+/* Two partial-sum slots per block (a block shares at most two K-split columns: the one its
+ * stripe opens with and the one it ends with), each as large as the largest tile of C. */
 static size_t marlin_workspace_bytes(int sms, int64_t n)
 {
     const size_t slot_columns = (size_t)(n < 256 ? n : 256);
-    return marlin_lock_bytes(sms) + (size_t)sms * 64 * slot_columns * sizeof(float);
+    return marlin_lock_bytes(sms) + 2 * (size_t)sms * 64 * slot_columns * sizeof(float);
 }
 
 /* Rows of M one launch may cover: a multiple of the chunk height small enough that the
@@ -380,6 +385,10 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
             MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm: args->%s = 0x%llx: must be 16-byte aligned",
                      pointers[i].name, (unsigned long long)pointers[i].ptr);
     }
+    const uint32_t known_flags = MRT_GEMM_WEIGHTS_STATIC | MRT_GEMM_NO_OVERLAP;
+    if (args->flags & ~known_flags)
+        MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm: args->flags = 0x%x: unknown bits 0x%x",
+                 (unsigned)args->flags, (unsigned)(args->flags & ~known_flags));
     for (size_t i = 0; i < COUNT_OF(args->reserved_i32); i++)
         if (args->reserved_i32[i] != 0)
             MRT_FAIL(err, MRT_ERR_INVALID_ARGUMENT, "mrt_gemm: args->reserved_i32[%zu] = %d: must be 0", i,
@@ -420,13 +429,23 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
     const int64_t n = args->n, k = args->k;
     const int64_t launch_rows = rows_per_launch(&cfg, n, k);
     const int64_t tiles_per_chunk = (k / (16 * cfg.thread_k_blocks)) * (n / (16 * cfg.thread_n_blocks));
-    const unsigned smem = (unsigned)marlin_smem_bytes(&cfg);
+    unsigned smem = (unsigned)marlin_smem_bytes(&cfg);
+    /* With overlapped launches the next GEMM's blocks are placed while this one runs. If two
+     * blocks fitted on one SM, the block scheduler could stack them two to an SM on half the
+     * SMs, halving that kernel's bandwidth (measured: 16 -> 21 us on 8192 x 8192, M = 1, H200).
+     * Asking for over half of the opt-in shared memory keeps it at one block per SM. */
+    const int overlap = !(args->flags & MRT_GEMM_NO_OVERLAP) && dev->cc_major >= 9;
+    const unsigned solo_smem = (unsigned)(dev->max_smem_optin / 2 + 1024);
+    if (overlap && smem < solo_smem && (int)solo_smem <= dev->max_smem_optin)
+        smem = solo_smem;
     const unsigned block[3] = {(unsigned)cfg.threads, 1, 1};
     uint64_t locks = args->workspace;
     uint64_t partials = args->workspace + marlin_lock_bytes(dev->sm_count);
     uint64_t scales = args->scales;
     uint64_t b = args->b;
     int prob_n = (int)n, prob_k = (int)k;
+    /* The kernel's MRT_KERNEL_WEIGHTS_STATIC bit (kernel_src/marlin_w4a16.cu). */
+    int kernel_flags = (args->flags & MRT_GEMM_WEIGHTS_STATIC) ? 1 : 0;
     for (int64_t row = 0; row < args->m; row += launch_rows) {
         const int64_t rows = args->m - row < launch_rows ? args->m - row : launch_rows;
         const int64_t chunks = (rows + 16 * cfg.thread_m_blocks - 1) / (16 * cfg.thread_m_blocks);
@@ -435,8 +454,11 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
         uint64_t a = args->a + (uint64_t)(row * k * 2);
         uint64_t c = args->c + (uint64_t)(row * n * 2);
         int prob_m = (int)rows;
-        void *params[] = {&a, &b, &c, &scales, &prob_m, &prob_n, &prob_k, &locks, &partials};
-        MRT_CHECK(mrt__launch(ctx, &fn, grid, block, smem, stream, params));
+        void *params[] = {&a, &b, &c, &scales, &prob_m, &prob_n, &prob_k, &locks, &partials, &kernel_flags};
+        if (!overlap)
+            MRT_CHECK(mrt__launch(ctx, &fn, grid, block, smem, stream, params));
+        else
+            MRT_CHECK(mrt__launch_overlapped(ctx, &fn, grid, block, smem, stream, params, NULL));
     }
 done:
     return rc;

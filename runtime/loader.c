@@ -110,6 +110,7 @@ static void driver_load_once(void)
         return;
     }
     *(void **)&driver_api.ctx_get_id = dlsym(st->handle, "cuCtxGetId");
+    *(void **)&driver_api.launch_kernel_ex = dlsym(st->handle, "cuLaunchKernelEx");
     CUresult res = driver_api.init(0);
     if (res != CUDA_SUCCESS) {
         const char *name = NULL;

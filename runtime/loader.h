@@ -48,8 +48,10 @@ typedef struct mrt__driver_api {
     CUresult (*memcpy_dtod)(CUdeviceptr dst, CUdeviceptr src, size_t bytes);
     CUresult (*memset_d8)(CUdeviceptr dst, unsigned char value, size_t count);
     CUresult (*memset_d32)(CUdeviceptr dst, unsigned int value, size_t count);
-    /* Optional (CUDA 12.0+ drivers), NULL when absent: a context's process-unique id. */
+    /* Optional (CUDA 12.0+ drivers), NULL when absent: a context's process-unique id, and
+     * launches with attributes (programmatic dependent launch). */
     CUresult (*ctx_get_id)(CUcontext ctx, unsigned long long *id);
+    CUresult (*launch_kernel_ex)(const CUlaunchConfig *config, CUfunction f, void **params, void **extra);
 } mrt__driver_api;
 
 typedef struct mrt__nvrtc_api {

@@ -133,6 +133,14 @@ mrt_status mrt__get_function(mrt_context *ctx, const char *kernel, const mrt_con
 mrt_status mrt__launch(mrt_context *ctx, mrt__function *fn, const unsigned grid[3], const unsigned block[3],
                        unsigned dynamic_smem, void *stream, void **params);
 
+/* mrt__launch with programmatic dependent launch allowed (the kernel may start before the
+ * previous kernel on the stream ends, and must griddepcontrol.wait before it uses that
+ * kernel's results) where the device (sm_90+) and driver (cuLaunchKernelEx) support it;
+ * elsewhere a plain launch. *overlapped (may be NULL) says which it was. */
+mrt_status mrt__launch_overlapped(mrt_context *ctx, mrt__function *fn, const unsigned grid[3],
+                                  const unsigned block[3], unsigned dynamic_smem, void *stream, void **params,
+                                  int *overlapped);
+
 /* The context's error sink (its message buffer). */
 mrt__err *mrt__ctx_err(mrt_context *ctx);
 

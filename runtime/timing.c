@@ -265,6 +265,7 @@ static mrt_status run_gemm(void *user, int set)
     args.n = p->n;
     args.k = p->k;
     args.group_size = p->group_size;
+    args.flags = p->flags;
     return mrt_gemm(run->ctx, NULL, &args, run->cfg);
 }
 

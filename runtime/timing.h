@@ -45,6 +45,7 @@ typedef struct mrt__gemm_problem {
     CUdeviceptr *a, *b, *scales, *c; /* sets entries each */
     CUdeviceptr workspace;
     size_t workspace_bytes;
+    uint32_t flags; /* mrt_gemm_args.flags of every timed call (0 after create) */
 } mrt__gemm_problem;
 
 /* Bytes the GEMM moves at least once: int4 weights, fp16 scales, A and C. */

@@ -68,6 +68,7 @@ static void test_gemm__arguments_checked_before_gpu_use(void **state)
     CASE("group_size = 0", group_size, 0);
     CASE("group_size = 256", group_size, 256);
     CASE("group_size = 128 does not divide k = 192", k, 192);
+    CASE("args->flags = 0x8: unknown bits 0x8", flags, 8);
     CASE("reserved_i32[1]", reserved_i32[1], 5);
     CASE("reserved[2]", reserved[2], 1);
 #undef CASE
@@ -347,7 +348,11 @@ static int gpu_setup(void **state)
     if (mrt_device_get_info(g->ctx, &info) == MRT_OK) {
         assert_int_equal(mrt_gemm_workspace_size(g->ctx, 1 << 16, &g->workspace_bytes), MRT_OK);
         g->workspace = mrt_test_dev_alloc(g->ctx, g->workspace_bytes);
-        mrt_test_memset(g->ctx, g->workspace, 0, g->workspace_bytes);
+        /* The contract: arrival counters zero, partial sums anything. Poison the partials
+         * with NaN so that a slot read before it was written shows up in C. */
+        const size_t counter_bytes = ((size_t)info.sm_count * 4 + 255) / 256 * 256;
+        mrt_test_memset(g->ctx, g->workspace, 0, counter_bytes);
+        mrt_test_memset(g->ctx, g->workspace + counter_bytes, 0xFF, g->workspace_bytes - counter_bytes);
     }
     *state = g;
     return 0;
@@ -425,6 +430,115 @@ static void test_gemm__large_square(void **state)
     const int64_t ms[] = {1, 16, 64, 65, 256, 1024};
     for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
         check_gemm(g, &w, ms[i], NULL);
+    weights_free(g, &w);
+}
+
+/* Columns whose K range is cut into many stripes: K = 16384 on one or two 64-wide columns
+ * with a 256-deep K step gives 64 or 128 tiles, so up to 64 blocks share each column (one
+ * tile each) and the last to arrive sums up to 64 partial slots; 6 or 7 rows of 16 make
+ * several M chunks, and K = 4992 (39 steps of 128) with M > 16 gives stripes that end inside a
+ * column and open the next. */
+static void test_gemm__columns_split_across_many_blocks(void **state)
+{
+    gpu *g = *state;
+    require_gpu(g);
+    const struct {
+        int64_t k, n;
+        mrt_config cfg;
+    } cases[] = {
+        {16384, 64, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 16, .stages = 4,
+                     .group_blocks = 8}},
+        {16384, 128, {.threads = 256, .thread_m_blocks = 2, .thread_n_blocks = 4, .thread_k_blocks = 16, .stages = 3,
+                      .group_blocks = 8}},
+        {4992, 384, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 8, .thread_k_blocks = 8, .stages = 4,
+                     .group_blocks = 8}},
+    };
+    const int64_t ms[] = {1, 16, 17, 64, 100};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        weights w;
+        weights_make(g, &w, cases[c].k, cases[c].n, 128);
+        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+            if (!quick() || i % 2 == 0)
+                check_gemm(g, &w, ms[i], &cases[c].cfg);
+        weights_free(g, &w);
+    }
+}
+
+/* Back-to-back GEMMs where each reads the previous one's output, launched with programmatic
+ * dependent launch on sm_90 (and the weights-static prefetch): if a kernel touched A, C or
+ * the shared workspace before its grid wait, the chain would read poison or half-written
+ * sums. The same chain with plain launches and a sync between steps is the reference; the
+ * two must agree bitwise. K = N = 1024 with 256-deep steps on 64-wide tiles splits every
+ * column over 4 blocks, so the workspace counters are reused from launch to launch. */
+static void test_gemm__chained_launches_wait_for_their_inputs(void **state)
+{
+    gpu *g = *state;
+    require_gpu(g);
+    const int64_t m = 16, kn = 1024, steps = 3;
+    const mrt_config cfg = {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 16,
+                            .stages = 4, .group_blocks = 8};
+    weights w;
+    weights_make(g, &w, kn, kn, 128);
+    const size_t bytes = (size_t)(m * kn) * 2;
+    mrt_half *a = malloc(bytes), *chained = malloc(bytes), *stepped = malloc(bytes);
+    assert_true(a && chained && stepped);
+    /* Small inputs keep the chain finite: each step multiplies the size by about 18. */
+    for (int64_t i = 0; i < m * kn; i++)
+        a[i] = mrt_float_to_half(mrt_test_uniform(-1.0f, 1.0f) / 64.0f);
+    uint64_t buf[7];
+    for (int i = 0; i <= steps; i++) {
+        buf[i] = mrt_test_dev_alloc(g->ctx, bytes);
+        mrt_test_memset(g->ctx, buf[i], 0xFF, bytes);
+    }
+    mrt_test_upload(g->ctx, buf[0], a, bytes);
+
+    mrt_stats before, after;
+    assert_int_equal(mrt_get_stats(g->ctx, &before), MRT_OK);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 1; i <= steps; i++)
+            mrt_test_memset(g->ctx, buf[i], 0xFF, bytes);
+        for (int i = 1; i <= steps; i++) {
+            mrt_gemm_args args;
+            memset(&args, 0, sizeof args);
+            args.a = buf[i - 1];
+            args.b = w.d_packed;
+            args.scales = w.d_scales;
+            args.c = buf[i];
+            args.workspace = g->workspace;
+            args.workspace_bytes = g->workspace_bytes;
+            args.m = m;
+            args.n = kn;
+            args.k = kn;
+            args.group_size = 128;
+            args.flags = pass == 0 ? MRT_GEMM_WEIGHTS_STATIC : MRT_GEMM_NO_OVERLAP;
+            assert_int_equal(mrt_gemm(g->ctx, NULL, &args, &cfg), MRT_OK);
+            if (pass == 1)
+                mrt_test_download(g->ctx, stepped, buf[i], bytes); /* a full sync between steps */
+        }
+        mrt_test_download(g->ctx, pass == 0 ? chained : stepped, buf[steps], bytes);
+        if (pass == 0)
+            assert_int_equal(mrt_get_stats(g->ctx, &after), MRT_OK);
+    }
+    for (int64_t i = 0; i < m * kn; i++)
+        if ((stepped[i] & 0x7c00) == 0x7c00)
+            fail_msg("reference chain element %lld is not finite (0x%04x)", (long long)i, stepped[i]);
+    if (memcmp(chained, stepped, bytes) != 0)
+        fail_msg("GEMMs chained on one stream differ from the same GEMMs run one at a time");
+    /* Overlapped launches are the default on sm_90 and later, never before. */
+    const mrt_device_info *dev = mrt__device(g->ctx);
+    const uint64_t overlapped = after.overlapped_launches - before.overlapped_launches;
+    if (dev->cc_major >= 9)
+        assert_int_equal(overlapped, (uint64_t)steps);
+    else
+        assert_int_equal(overlapped, 0);
+    mrt_stats end;
+    assert_int_equal(mrt_get_stats(g->ctx, &end), MRT_OK);
+    assert_int_equal(end.overlapped_launches, after.overlapped_launches);
+    for (int i = 0; i <= steps; i++)
+        mrt_test_dev_free(g->ctx, buf[i]);
+    free(a);
+    free(chained);
+    free(stepped);
     weights_free(g, &w);
 }
 
@@ -518,6 +632,8 @@ int main(int argc, char **argv)
     };
     const struct CMUnitTest gpu_tests[] = {
         cmocka_unit_test(test_gemm__too_small_workspace_is_refused),
+        cmocka_unit_test(test_gemm__columns_split_across_many_blocks),
+        cmocka_unit_test(test_gemm__chained_launches_wait_for_their_inputs),
         cmocka_unit_test(test_gemm__every_m_on_several_shapes),
         cmocka_unit_test(test_gemm__every_group_size),
         cmocka_unit_test(test_gemm__every_configuration),

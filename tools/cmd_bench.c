@@ -183,6 +183,7 @@ int cmd_bench(const char *db, int argc, char **argv)
 {
     const char *shape_list = default_shapes, *m_list = default_ms;
     int format = 0, group = 128, batches = 21, rc_exit = 1, force = 0;
+    uint32_t gemm_flags = 0;
     mrt_config forced;
     memset(&forced, 0, sizeof forced);
     for (int i = 1; i < argc; i++) {
@@ -205,6 +206,10 @@ int cmd_bench(const char *db, int argc, char **argv)
                 return cli_usage_error("bench: bad --config \"%s\" (expected e.g. t256.m1.n8.k8.s4.g8)", text);
             force = 1;
         }
+        else if (strcmp(argv[i], "--static-weights") == 0)
+            gemm_flags |= MRT_GEMM_WEIGHTS_STATIC;
+        else if (strcmp(argv[i], "--no-overlap") == 0)
+            gemm_flags |= MRT_GEMM_NO_OVERLAP;
         else
             return cli_usage_error("bench: unknown argument \"%s\"", argv[i]);
     }
@@ -294,8 +299,10 @@ int cmd_bench(const char *db, int argc, char **argv)
                 rc = mrt_gemm_select(ctx, row.m, row.n, row.k, group, &row.config);
             if (rc == MRT_OK)
                 rc = mrt__gemm_problem_create(ctx, row.m, row.n, row.k, group, rotate, &p);
-            if (rc == MRT_OK)
+            if (rc == MRT_OK) {
+                p->flags = gemm_flags;
                 rc = mrt__gemm_problem_time(ctx, p, &row.config, 3, batches, &row.ours);
+            }
             if (rc == MRT_OK && have_cublas) {
                 rc = dense_create(&dense, p, rotate);
                 if (rc == MRT_OK)
