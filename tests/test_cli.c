@@ -142,10 +142,29 @@ static void test_cli__bad_usage_and_bad_store(void **state)
     assert_int_equal(mrt_test_cli("", db, "warm --kernel nope", &out), 2);
     assert_non_null(strstr(out, "unknown kernel"));
     free(out);
+    assert_int_equal(mrt_test_cli("", db, "bench --static-weight", &out), 2);
+    assert_non_null(strstr(out, "unknown argument \"--static-weight\""));
+    free(out);
+    assert_int_equal(mrt_test_cli("", db, "bench --config t256.m1.n8", &out), 2);
+    assert_non_null(strstr(out, "bad --config"));
+    free(out);
 
     /* Bad usage never created the store. */
     FILE *f = fopen(db, "r");
     assert_null(f);
+
+    /* The launch flags are bench options: accepted, and without a GPU the bench says so. */
+    assert_int_equal(mrt_test_cli("MARLINRT_CUDA_DRIVER_PATH=/nonexistent/libcuda.so.1", db,
+                                  "bench --static-weights --no-overlap --m 1 --shape 64x64", &out),
+                     1);
+    assert_non_null(strstr(out, "bench needs a GPU"));
+    free(out);
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s%s", db, suffixes[i]);
+        remove(path);
+    }
 
     /* A store written by a future schema is refused with its version in the message. */
     sqlite3 *handle = NULL;

@@ -270,14 +270,18 @@ int cmd_bench(const char *db, int argc, char **argv)
         printf("{\"gpu\": ");
         cli_json_string(dev.name);
         printf(", \"sm_count\": %d, \"l2_bytes\": %d, \"copy_gbps\": %.1f, \"group_size\": %d, \"batches\": %d, "
-               "\"rotate_bytes\": %zu, \"cublas\": %s, \"rows\": [",
-               dev.sm_count, dev.l2_bytes, copy_gbps, group, batches, rotate, have_cublas ? "true" : "false");
+               "\"rotate_bytes\": %zu, \"cublas\": %s, \"weights_static\": %s, \"overlap\": %s, \"rows\": [",
+               dev.sm_count, dev.l2_bytes, copy_gbps, group, batches, rotate, have_cublas ? "true" : "false",
+               (gemm_flags & MRT_GEMM_WEIGHTS_STATIC) ? "true" : "false",
+               (gemm_flags & MRT_GEMM_NO_OVERLAP) ? "false" : "true");
     } else if (format == 2) {
         printf("k,n,m,config,us,spread_us,gbps,of_copy,cublas_us,speedup\n");
     } else {
         printf("GPU: %s, %d SMs, %d MiB L2; device-to-device copy %.0f GB/s (read + write); group size %d;\n"
-               "inputs rotated over >= %zu MiB; median of %d batches after warm-up\n\n",
-               dev.name, dev.sm_count, dev.l2_bytes >> 20, copy_gbps, group, rotate >> 20, batches);
+               "inputs rotated over >= %zu MiB; median of %d batches after warm-up; launches %s%s\n\n",
+               dev.name, dev.sm_count, dev.l2_bytes >> 20, copy_gbps, group, rotate >> 20, batches,
+               (gemm_flags & MRT_GEMM_NO_OVERLAP) ? "plain" : "overlapped (sm_90+)",
+               (gemm_flags & MRT_GEMM_WEIGHTS_STATIC) ? ", weights static" : "");
         printf("| K x N       |    M | config               |   ours us |  spread |    GB/s | of copy | cuBLAS us | "
                "speedup |\n");
         printf("|---|---|---|---|---|---|---|---|---|\n");
