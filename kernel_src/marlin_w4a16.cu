@@ -94,6 +94,15 @@ __device__ __forceinline__ void mrt_mma_16816(float (&acc)[4], const mrt_u32 (&a
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/* d = a x b (no accumulator input): the first product of a scale group. */
+__device__ __forceinline__ void mrt_mma_16816_first(float (&d)[4], const mrt_u32 (&a)[4], mrt_u32 b0, mrt_u32 b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.0f));
+}
+
 /* (a & b) | c in one LOP3: with a = 0xf0, b = 0xcc, c = 0xaa the table is 0xea. */
 __device__ __forceinline__ mrt_u32 mrt_and_or(mrt_u32 a, mrt_u32 b, mrt_u32 c)
 {
@@ -359,6 +368,18 @@ __global__ void __launch_bounds__(THREADS, 1)
      * buffer of every sub-step are compile-time constants. */
     constexpr int PERIOD = (STAGES * SUB_STEPS) % 2 == 0 ? STAGES : 2 * STAGES;
 
+    /* Group scales in fp32, once per group run. Scaling every dequantized weight costs 4
+     * HMUL2 per B word, 2 of the 9 instructions per mma. When a warp's sub-steps are
+     * consecutive 16-deep rows and SCALE_RUN = min(SUB_STEPS, GROUP_BLOCKS) of them share
+     * a group, the warp can instead multiply unscaled weights into a run accumulator and add
+     * run x scale (fp32) to its sums once per run: 2 scale loads, 16 conversions and 32*TMB
+     * FFMA instead of 16*SCALE_RUN HMUL2 and SCALE_RUN scale loads. Worth it, and the run
+     * accumulator affordable, for one m-block with runs of 4 or more and two with runs of
+     * 8. Weights stay exact (q - 8) in fp16 and are scaled in fp32, so this path rounds less
+     * than the fp16 scaling. */
+    constexpr int SCALE_RUN = !GROUPED ? 1 : (SUB_STEPS < GROUP_BLOCKS ? SUB_STEPS : GROUP_BLOCKS);
+    constexpr bool FP32_SCALE = GROUPED && TMB <= 2 && SCALE_RUN >= 4 * TMB;
+
     constexpr int SMEM_BYTES = marlin_w4a16_smem_bytes<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>();
     constexpr int CHUNK_ROWS = 16 * TMB;
     /* Fragments of one warp (TMB m-blocks x 4 sub-tiles x 2 n8 halves), as float4. */
@@ -419,6 +440,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     mrt_u32 frag_b[2][4];
     mrt_u32 frag_s[2][4];
     float acc[TMB][4][2][4];
+    float run[FP32_SCALE ? TMB : 1][4][2][4]; /* the current group run (FP32_SCALE only) */
 
     while (tile < stripe_end) {
         const int slice = tile / k_tiles;
@@ -493,19 +515,21 @@ __global__ void __launch_bounds__(THREADS, 1)
          * addresses row 16*mb + i % 16, K int4 2*kk + i / 16, which yields the mma A
          * fragment of m-block mb (matrices: rows 0-7/8-15 x K 0-7, then x K 8-15). */
         auto load_fragments = [&](int buf, int slot, int k) {
-            const int kk = wk + WARPS_K * k;
+            const int kk = FP32_SCALE ? wk * SUB_STEPS + k : wk + WARPS_K * k;
             const int a_col = (2 * kk + lane / 16) ^ (lane % 8); /* row % 8 == lane % 8 */
 #pragma unroll
             for (int mb = 0; mb < TMB; mb++) {
                 const int a_idx = slot * A_STAGE + (16 * mb + lane % 16) * A_ROW + a_col;
                 mrt_ldmatrix_x4(frag_a[buf][mb], sh_a_addr + 16u * (mrt_u32)a_idx);
             }
-            const int4 bq = sh_b[slot * B_STAGE + tid + k * THREADS];
+            /* Row kk, 64-column block wn, lane: with interleaved rows this is int4 tid +
+             * k*THREADS of the tile, the one the thread copied itself. */
+            const int4 bq = sh_b[slot * B_STAGE + (FP32_SCALE ? kk * B_ROW + wn * 32 + lane : tid + k * THREADS)];
             frag_b[buf][0] = (mrt_u32)bq.x;
             frag_b[buf][1] = (mrt_u32)bq.y;
             frag_b[buf][2] = (mrt_u32)bq.z;
             frag_b[buf][3] = (mrt_u32)bq.w;
-            if (GROUPED) {
+            if (GROUPED && !FP32_SCALE) {
                 const int group = GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0;
                 const int4 sv = sh_s[slot * S_STAGE + group * S_ROW + 8 * wn + lane / 4];
                 frag_s[buf][0] = (mrt_u32)sv.x;
@@ -515,15 +539,17 @@ __global__ void __launch_bounds__(THREADS, 1)
             }
         };
 
-        /* Multiply register buffer `buf`: sub-tile j's word gives the B fragments of its two
-         * n8 halves, scaled per group (per-channel scales are applied once at the end). */
-        auto multiply = [&](int buf) {
+        /* Multiply register buffer `buf` (sub-step k of ring slot `slot`): sub-tile j's word
+         * gives the B fragments of its two n8 halves, scaled per group (per-channel scales
+         * are applied once at the end). With FP32_SCALE the unscaled products go to the run
+         * accumulator, which the last sub-step of each run scales into acc. */
+        auto multiply = [&](int buf, int slot, int k) {
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 mrt_u32 b_lo[2], b_hi[2];
                 mrt_dequant(frag_b[buf][j], b_lo);
                 mrt_dequant(frag_b[buf][j] >> 8, b_hi);
-                if (GROUPED) {
+                if (GROUPED && !FP32_SCALE) {
                     b_lo[0] = mrt_hmul2_by_half<false>(b_lo[0], frag_s[buf][j]);
                     b_lo[1] = mrt_hmul2_by_half<false>(b_lo[1], frag_s[buf][j]);
                     b_hi[0] = mrt_hmul2_by_half<true>(b_hi[0], frag_s[buf][j]);
@@ -531,8 +557,42 @@ __global__ void __launch_bounds__(THREADS, 1)
                 }
 #pragma unroll
                 for (int mb = 0; mb < TMB; mb++) {
-                    mrt_mma_16816(acc[mb][j][0], frag_a[buf][mb], b_lo[0], b_lo[1]);
-                    mrt_mma_16816(acc[mb][j][1], frag_a[buf][mb], b_hi[0], b_hi[1]);
+                    if (!FP32_SCALE) {
+                        mrt_mma_16816(acc[mb][j][0], frag_a[buf][mb], b_lo[0], b_lo[1]);
+                        mrt_mma_16816(acc[mb][j][1], frag_a[buf][mb], b_hi[0], b_hi[1]);
+                    } else if (k % SCALE_RUN == 0) {
+                        mrt_mma_16816_first(run[mb][j][0], frag_a[buf][mb], b_lo[0], b_lo[1]);
+                        mrt_mma_16816_first(run[mb][j][1], frag_a[buf][mb], b_hi[0], b_hi[1]);
+                    } else {
+                        mrt_mma_16816(run[mb][j][0], frag_a[buf][mb], b_lo[0], b_lo[1]);
+                        mrt_mma_16816(run[mb][j][1], frag_a[buf][mb], b_hi[0], b_hi[1]);
+                    }
+                }
+            }
+            if (FP32_SCALE && k % SCALE_RUN == SCALE_RUN - 1) {
+                /* Accumulator element e of (mb, j, h) is column 16j + 8h + 2*(lane%4) + e%2 of
+                 * the warp's 64; in Marlin scale order that column's scale is half 2j + h of
+                 * int4 8*wn + 2*(lane%4) + e%2 of the group's row. */
+                const int kk = wk * SUB_STEPS + k;
+                const int group = GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0;
+                const int4 *const srow = sh_s + slot * S_STAGE + group * S_ROW + 8 * wn + 2 * (lane % 4);
+                const int4 s_even = srow[0], s_odd = srow[1];
+                const mrt_u32 even[4] = {(mrt_u32)s_even.x, (mrt_u32)s_even.y, (mrt_u32)s_even.z, (mrt_u32)s_even.w};
+                const mrt_u32 odd[4] = {(mrt_u32)s_odd.x, (mrt_u32)s_odd.y, (mrt_u32)s_odd.z, (mrt_u32)s_odd.w};
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    float se[2], so[2];
+                    mrt_unpack_half2(even[j], se[0], se[1]);
+                    mrt_unpack_half2(odd[j], so[0], so[1]);
+#pragma unroll
+                    for (int h = 0; h < 2; h++)
+#pragma unroll
+                        for (int mb = 0; mb < TMB; mb++) {
+                            acc[mb][j][h][0] += run[mb][j][h][0] * se[h];
+                            acc[mb][j][h][1] += run[mb][j][h][1] * so[h];
+                            acc[mb][j][h][2] += run[mb][j][h][2] * se[h];
+                            acc[mb][j][h][3] += run[mb][j][h][3] * so[h];
+                        }
                 }
             }
         };
@@ -598,7 +658,7 @@ __global__ void __launch_bounds__(THREADS, 1)
                     } else {
                         load_fragments((step + 1) % 2, p % STAGES, k + 1);
                     }
-                    multiply(step % 2);
+                    multiply(step % 2, p % STAGES, k);
                 }
                 done++;
                 if (done == kt_count)
