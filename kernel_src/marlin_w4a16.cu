@@ -346,8 +346,9 @@ __global__ void __launch_bounds__(THREADS, 1)
 
     /* Shared B tile: TKB rows (16 K each) x B_ROW int4, a straight copy of the packed rows
      * kt = TKB*tile .. TKB*tile + TKB-1, columns 16*TNB*col .. +16*TNB-1 (B_ROW = 32 lanes x
-     * TNB/4 blocks of 64 columns). int4 number tid + THREADS*k of the tile is the one
-     * thread tid needs in sub-step k: row wk + WARPS_K*k, block wn, lane. */
+     * TNB/4 blocks of 64 columns). With interleaved K-warps, int4 number tid + THREADS*k of
+     * the tile is the one thread tid needs in sub-step k: row wk + WARPS_K*k, block wn,
+     * lane; on the fp32-scale path (consecutive rows, below) it is row wk*SUB_STEPS + k. */
     constexpr int B_ROW = 8 * TNB;
     constexpr int B_STAGE = TKB * B_ROW;
     constexpr int B_ITERS = B_STAGE / THREADS;
