@@ -6,7 +6,9 @@
  * "device memory" in host memory, accepts launches without running anything, and loads a
  * module only if the image is an ELF file: cuModuleGetFunction finds a name only if the image
  * contains it. A test can make the next N module loads fail with a chosen CUresult
- * (mrt_fake_cuda_refuse), as a driver older than the NVRTC that made a cubin does.
+ * (mrt_fake_cuda_refuse), as a driver older than the NVRTC that made a cubin does. The last
+ * launch is recorded (mrt_fake_cuda_last_launch): which entry point, whether it asked for
+ * programmatic dependent launch, its dynamic shared memory, and marlin_w4a16's flags argument.
  *
  * The CUDA headers are not included: their macros rename most entry points to the _v2 names,
  * which are defined here directly with the same parameter types.
@@ -306,11 +308,69 @@ FAKE_API CUresult cuFuncSetAttribute(CUfunction function, int attribute, int val
     return FAKE_SUCCESS;
 }
 
+/* The launch records. The function handle points at the kernel's name inside the image
+ * (cuModuleGetFunction above), so marlin_w4a16 launches are recognised by name; their 10th
+ * parameter is the int `flags`. */
+static struct {
+    int with_attributes; /* cuLaunchKernelEx rather than cuLaunchKernel */
+    int overlap;         /* programmatic stream serialization asked for */
+    unsigned shared;
+    int marlin_flags; /* -1 when the launch was not marlin_w4a16 */
+} last_launch = {0, 0, 0, -1};
+
+static void record_launch(CUfunction f, unsigned shared, void **params, int with_attributes, int overlap)
+{
+    last_launch.with_attributes = with_attributes;
+    last_launch.overlap = overlap;
+    last_launch.shared = shared;
+    last_launch.marlin_flags = f && params && strstr((const char *)f, "marlin_w4a16") ? *(int *)params[9] : -1;
+}
+
+FAKE_API void mrt_fake_cuda_last_launch(int *with_attributes, int *overlap, unsigned *shared, int *marlin_flags)
+{
+    *with_attributes = last_launch.with_attributes;
+    *overlap = last_launch.overlap;
+    *shared = last_launch.shared;
+    *marlin_flags = last_launch.marlin_flags;
+}
+
 FAKE_API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                                  unsigned bz, unsigned shared, CUstream stream, void **params, void **extra)
 {
-    (void)f, (void)gx, (void)gy, (void)gz, (void)bx, (void)by, (void)bz, (void)shared, (void)stream;
-    (void)params, (void)extra;
+    (void)gx, (void)gy, (void)gz, (void)bx, (void)by, (void)bz, (void)stream, (void)extra;
+    record_launch(f, shared, params, 0, 0);
+    return FAKE_SUCCESS;
+}
+
+/* CUlaunchAttribute and CUlaunchConfig, laid out as cuda.h has them. */
+typedef struct {
+    int id;
+    char pad[4];
+    union {
+        char bytes[64];
+        int programmatic_stream_serialization;
+    } value;
+} fake_launch_attribute;
+
+typedef struct {
+    unsigned grid_x, grid_y, grid_z, block_x, block_y, block_z, shared;
+    CUstream stream;
+    fake_launch_attribute *attrs;
+    unsigned count;
+} fake_launch_config;
+
+#define FAKE_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION 6
+
+FAKE_API CUresult cuLaunchKernelEx(const fake_launch_config *config, CUfunction f, void **params, void **extra)
+{
+    (void)extra;
+    if (!config || (config->count && !config->attrs))
+        return FAKE_ERROR_INVALID_VALUE;
+    int overlap = 0;
+    for (unsigned i = 0; i < config->count; i++)
+        if (config->attrs[i].id == FAKE_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION)
+            overlap = config->attrs[i].value.programmatic_stream_serialization != 0;
+    record_launch(f, config->shared, params, 1, overlap);
     return FAKE_SUCCESS;
 }
 

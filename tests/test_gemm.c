@@ -4,6 +4,7 @@
  */
 #include "helpers.h"
 
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +170,101 @@ static void test_gemm__heuristic_fits_shape_and_device(void **state)
                             fail_msg("k=%lld n=%lld m=%lld g=%d: pick not among mrt_gemm_candidates", (long long)k,
                                      (long long)n, (long long)ms[mi], groups[g]);
                     }
+}
+
+/* ------------------------------------------------------------------------- */
+/* The launch path, with the stand-in driver (tests/fake_cuda.c)              */
+/* ------------------------------------------------------------------------- */
+
+/* The path of this program, for the child processes that load the fake driver. */
+static char self_path[4096];
+
+/* Child (fake driver, compute capability from MRT_FAKE_CUDA_CC): one small GEMM with each
+ * flag setting; prints for each what the driver was asked for. */
+static int child_launch(const char *store)
+{
+    void *fake = dlopen(MRT_FAKE_CUDA_PATH, RTLD_NOW);
+    void (*last)(int *, int *, unsigned *, int *) =
+        fake ? (void (*)(int *, int *, unsigned *, int *))dlsym(fake, "mrt_fake_cuda_last_launch") : NULL;
+    mrt_context_options opts;
+    mrt_context_options_init(&opts);
+    opts.store_path = store;
+    mrt_context *ctx = NULL;
+    if (!last || mrt_context_create(&opts, &ctx) != MRT_OK) {
+        printf("setup failed: %s %s\n", fake ? "" : dlerror(), mrt_thread_errmsg());
+        return 1;
+    }
+    const mrt_config cfg = {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 16,
+                            .stages = 4, .group_blocks = 8};
+    const uint32_t settings[] = {0, MRT_GEMM_WEIGHTS_STATIC, MRT_GEMM_NO_OVERLAP};
+    for (size_t i = 0; i < 3; i++) {
+        mrt_gemm_args args = valid_args();
+        args.m = 8;
+        args.n = 256;
+        args.k = 256;
+        args.flags = settings[i];
+        if (mrt_gemm_workspace_size(ctx, args.n, &args.workspace_bytes) != MRT_OK ||
+            mrt_gemm(ctx, NULL, &args, &cfg) != MRT_OK) {
+            printf("mrt_gemm: %s\n", mrt_errmsg(ctx));
+            return 1;
+        }
+        int with_attributes = -1, overlap = -1, kernel_flags = -2;
+        unsigned shared = 0;
+        last(&with_attributes, &overlap, &shared, &kernel_flags);
+        mrt_stats stats;
+        mrt_get_stats(ctx, &stats);
+        printf("flags=%u ex=%d overlap=%d shared=%u kernel_flags=%d overlapped=%llu\n", (unsigned)settings[i],
+               with_attributes, overlap, shared, kernel_flags, (unsigned long long)stats.overlapped_launches);
+    }
+    mrt_context_destroy(ctx);
+    return 0;
+}
+
+/* What mrt_gemm asks the driver for. t256.m1.n4.k16.s4 with group 128 needs 4 stages x (512
+ * A + 512 B + 16 scale int4) = 66560 bytes of shared memory. On sm_90 a launch is overlapped
+ * (cuLaunchKernelEx with programmatic stream serialization) and asks for over half the
+ * opt-in shared memory, 163 KiB / 2 + 1 KiB = 84480 bytes on the fake device, so no two
+ * blocks share an SM; MRT_GEMM_WEIGHTS_STATIC reaches the kernel as flags = 1;
+ * MRT_GEMM_NO_OVERLAP and sm_80 launch plainly with the kernel's own size. */
+static void test_gemm__launch_path_with_fake_driver(void **state)
+{
+    (void)state;
+    mrt_context *probe = mrt_test_context(NULL, MRT_CTX_NO_STORE);
+    int major = 0, minor = 0;
+    mrt_status rc = mrt_nvrtc_version(probe, &major, &minor);
+    mrt_context_destroy(probe);
+    if (rc != MRT_OK) {
+        fprintf(stderr, "[SKIPPED] no NVRTC to compile the kernel for the fake driver\n");
+        mrt_test_note_skip();
+        skip();
+    }
+    char *dir = mrt_test_tempdir("gemm-launch");
+    char *store = mrt_test_path(dir, "cache.db");
+    const struct {
+        int cc;
+        const char *expected;
+    } cases[] = {
+        {90, "flags=0 ex=1 overlap=1 shared=84480 kernel_flags=0 overlapped=1\n"
+             "flags=1 ex=1 overlap=1 shared=84480 kernel_flags=1 overlapped=2\n"
+             "flags=2 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=2\n"},
+        {80, "flags=0 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=0\n"
+             "flags=1 ex=0 overlap=0 shared=66560 kernel_flags=1 overlapped=0\n"
+             "flags=2 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=0\n"},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        char command[8192];
+        snprintf(command, sizeof command,
+                 "MARLINRT_CUDA_DRIVER_PATH='%s' MRT_FAKE_CUDA_CC=%d '%s' child-launch '%s' 2>&1", MRT_FAKE_CUDA_PATH,
+                 cases[i].cc, self_path, store);
+        char *out = NULL;
+        int status = mrt_test_run(command, &out);
+        if (status != 0 || strcmp(out, cases[i].expected) != 0)
+            fail_msg("sm_%d: child exit %d, output:\n%s\nexpected:\n%s", cases[i].cc, status, out,
+                     cases[i].expected);
+        free(out);
+    }
+    free(store);
+    free(dir);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -624,11 +720,16 @@ static void test_gemm__too_small_workspace_is_refused(void **state)
 /* argv[1] "cpu" or "gpu" runs one group; no argument runs both. */
 int main(int argc, char **argv)
 {
+    if (!realpath(argv[0], self_path))
+        snprintf(self_path, sizeof self_path, "%s", argv[0]);
+    if (argc == 3 && strcmp(argv[1], "child-launch") == 0)
+        return child_launch(argv[2]);
     const char *only = argc > 1 ? argv[1] : "";
     const struct CMUnitTest cpu_tests[] = {
         cmocka_unit_test(test_gemm__arguments_checked_before_gpu_use),
         cmocka_unit_test(test_gemm__candidates_are_valid_and_cover_every_group),
         cmocka_unit_test(test_gemm__heuristic_fits_shape_and_device),
+        cmocka_unit_test(test_gemm__launch_path_with_fake_driver),
     };
     const struct CMUnitTest gpu_tests[] = {
         cmocka_unit_test(test_gemm__too_small_workspace_is_refused),
