@@ -242,8 +242,13 @@ done:
     return rc;
 }
 
+int mrt__launch_can_overlap(const mrt_context *ctx)
+{
+    return ctx->driver && ctx->driver->launch_kernel_ex && ctx->info.cc_major >= 9;
+}
+
 static mrt_status launch(mrt_context *ctx, mrt__function *fn, const unsigned grid[3], const unsigned block[3],
-                         unsigned dynamic_smem, void *stream, void **params, int overlap, int *overlapped)
+                         unsigned dynamic_smem, void *stream, void **params, int overlap)
 {
     mrt__err *err = &ctx->err;
     if ((int)dynamic_smem > fn->dynamic_smem_set)
@@ -255,7 +260,9 @@ static mrt_status launch(mrt_context *ctx, mrt__function *fn, const unsigned gri
                          block[0], block[1], block[2], fn->max_threads);
     if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0)
         return mrt__fail(err, MRT_ERR_INTERNAL, "launch with an empty grid");
-    overlap = overlap && ctx->driver->launch_kernel_ex && ctx->info.cc_major >= 9;
+    if (overlap && !mrt__launch_can_overlap(ctx))
+        return mrt__fail(err, MRT_ERR_INTERNAL,
+                         "overlapped launch asked of a device or driver without programmatic dependent launch");
     mrt_status rc = mrt__ctx_push(ctx);
     if (rc != MRT_OK)
         return rc;
@@ -287,22 +294,19 @@ static mrt_status launch(mrt_context *ctx, mrt__function *fn, const unsigned gri
         return mrt__cuda_fail(err, MRT_ERR_CUDA, overlap ? "cuLaunchKernelEx" : "cuLaunchKernel", res);
     ctx->stats.launches++;
     ctx->stats.overlapped_launches += (uint64_t)overlap;
-    if (overlapped)
-        *overlapped = overlap;
     return MRT_OK;
 }
 
 mrt_status mrt__launch(mrt_context *ctx, mrt__function *fn, const unsigned grid[3], const unsigned block[3],
                        unsigned dynamic_smem, void *stream, void **params)
 {
-    return launch(ctx, fn, grid, block, dynamic_smem, stream, params, 0, NULL);
+    return launch(ctx, fn, grid, block, dynamic_smem, stream, params, 0);
 }
 
 mrt_status mrt__launch_overlapped(mrt_context *ctx, mrt__function *fn, const unsigned grid[3],
-                                  const unsigned block[3], unsigned dynamic_smem, void *stream, void **params,
-                                  int *overlapped)
+                                  const unsigned block[3], unsigned dynamic_smem, void *stream, void **params)
 {
-    return launch(ctx, fn, grid, block, dynamic_smem, stream, params, 1, overlapped);
+    return launch(ctx, fn, grid, block, dynamic_smem, stream, params, 1);
 }
 
 /* ------------------------------------------------------------------------- */

@@ -10,7 +10,8 @@
  *   smem      marlin_smem_bytes(cfg), the same formula as marlin_w4a16_smem_bytes<>()
  *   params    A, B, C, s (device pointers), prob_m, prob_n, prob_k (int), locks, partials,
  *             flags (int: 1 = weights static, from MRT_GEMM_WEIGHTS_STATIC)
- *   launch    with programmatic dependent launch unless MRT_GEMM_NO_OVERLAP
+ *   launch    with programmatic dependent launch where mrt__launch_can_overlap, unless
+ *             MRT_GEMM_NO_OVERLAP
  *   workspace [counters: SM count int32, padded to 256 bytes][partials: 2 x SM count slots
  *             of 64 x min(n, 256) fp32]; the counters are zero on entry and left zero on
  *             exit, the partials need no particular content
@@ -434,7 +435,7 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
      * blocks fitted on one SM, the block scheduler could stack them two to an SM on half the
      * SMs, halving that kernel's bandwidth (measured: 16 -> 21 us on 8192 x 8192, M = 1, H200).
      * Asking for over half of the opt-in shared memory keeps it at one block per SM. */
-    const int overlap = !(args->flags & MRT_GEMM_NO_OVERLAP) && dev->cc_major >= 9;
+    const int overlap = !(args->flags & MRT_GEMM_NO_OVERLAP) && mrt__launch_can_overlap(ctx);
     const unsigned solo_smem = (unsigned)(dev->max_smem_optin / 2 + 1024);
     if (overlap && smem < solo_smem && (int)solo_smem <= dev->max_smem_optin)
         smem = solo_smem;
@@ -455,10 +456,8 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
         uint64_t c = args->c + (uint64_t)(row * n * 2);
         int prob_m = (int)rows;
         void *params[] = {&a, &b, &c, &scales, &prob_m, &prob_n, &prob_k, &locks, &partials, &kernel_flags};
-        if (!overlap)
-            MRT_CHECK(mrt__launch(ctx, &fn, grid, block, smem, stream, params));
-        else
-            MRT_CHECK(mrt__launch_overlapped(ctx, &fn, grid, block, smem, stream, params, NULL));
+        MRT_CHECK(overlap ? mrt__launch_overlapped(ctx, &fn, grid, block, smem, stream, params)
+                          : mrt__launch(ctx, &fn, grid, block, smem, stream, params));
     }
 done:
     return rc;

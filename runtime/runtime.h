@@ -133,13 +133,15 @@ mrt_status mrt__get_function(mrt_context *ctx, const char *kernel, const mrt_con
 mrt_status mrt__launch(mrt_context *ctx, mrt__function *fn, const unsigned grid[3], const unsigned block[3],
                        unsigned dynamic_smem, void *stream, void **params);
 
-/* mrt__launch with programmatic dependent launch allowed (the kernel may start before the
+/* Whether the opened device (sm_90+) and the driver (cuLaunchKernelEx) allow programmatic
+ * dependent launch. */
+int mrt__launch_can_overlap(const mrt_context *ctx);
+
+/* mrt__launch with programmatic dependent launch allowed: the kernel may start before the
  * previous kernel on the stream ends, and must griddepcontrol.wait before it uses that
- * kernel's results) where the device (sm_90+) and driver (cuLaunchKernelEx) support it;
- * elsewhere a plain launch. *overlapped (may be NULL) says which it was. */
+ * kernel's results. Only where mrt__launch_can_overlap (else MRT_ERR_INTERNAL). */
 mrt_status mrt__launch_overlapped(mrt_context *ctx, mrt__function *fn, const unsigned grid[3],
-                                  const unsigned block[3], unsigned dynamic_smem, void *stream, void **params,
-                                  int *overlapped);
+                                  const unsigned block[3], unsigned dynamic_smem, void *stream, void **params);
 
 /* The context's error sink (its message buffer). */
 mrt__err *mrt__ctx_err(mrt_context *ctx);
