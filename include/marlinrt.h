@@ -234,6 +234,15 @@ MRT_API mrt_status mrt_kernel_default_configs(const char *kernel, mrt_config *co
  */
 MRT_API mrt_status mrt_config_validate(mrt_context *ctx, const char *kernel, const mrt_config *cfg);
 
+/**
+ * Check that cfg is valid for the named kernel and can be compiled for sm_<arch> (e.g. 80, 90).
+ * The GEMM's wgmma configurations (thread_m_blocks 8 or 16) exist for sm_90 only; every other
+ * configuration compiles for every arch NVRTC targets. No context: the message goes to
+ * mrt_thread_errmsg(). Returns MRT_OK, MRT_ERR_INVALID_ARGUMENT (NULL cfg), MRT_ERR_NOT_FOUND
+ * (unknown kernel), MRT_ERR_UNSUPPORTED (invalid, or not for that arch).
+ */
+MRT_API mrt_status mrt_config_supports_arch(const char *kernel, const mrt_config *cfg, int arch);
+
 /** Where a cubin came from. */
 typedef enum mrt_cubin_origin {
     MRT_CUBIN_FROM_STORE = 0,   /* found in the store with a good checksum */

@@ -824,3 +824,444 @@ __global__ void __launch_bounds__(THREADS, 1)
         tile += kt_count;
     }
 }
+
+/* ==================================================================================== */
+/* Large-M kernel for Hopper (sm_90a): wgmma with the weights as the register operand    */
+/* ==================================================================================== */
+
+/*
+ * marlin_w4a16_wgmma computes the same product, for batches large enough that the tensor
+ * cores, not the weight stream, set the pace (M of 128 and more). mma.sync reaches about
+ * two thirds of Hopper's fp16 peak at best; the asynchronous warpgroup MMA (wgmma) reaches
+ * it, but only sm_90a has it, so this kernel is compiled for sm_90a and for no other arch.
+ *
+ * Design, in brief:
+ *   - The product is computed transposed, C^T = B^T x A^T: the weights are wgmma's A
+ *     operand (64 features x 16 K per instruction, from registers) and the activations its
+ *     B operand (16 K x 16*TMB tokens, from shared memory). That puts the dequantization
+ *     where it is cheapest (in registers, right before the MMA) and needs no repacking:
+ *     the packed word a mma.sync lane uses for its two n8 B fragments (see mrt_dequant) is
+ *     exactly that lane's m16 x k16 A fragment of B^T, the four registers being
+ *     {lo[0], hi[0], lo[1], hi[1]} (rows r, r+8 at k pair 2*(lane%4), then the same at +8).
+ *   - A block has THREADS/128 warpgroups side by side along N; each covers WG_M x 64
+ *     features. In m64 tile t of warpgroup g, warp w of the group holds the 16 features of
+ *     16-column sub-tile g*4*WG_M + w*WG_M + t of the block: word (w*WG_M + t) % 4 of its
+ *     lane's int4 in packed block (g*4*WG_M + w*WG_M + t) / 4.
+ *   - A (activations) is copied with cp.async into a 128-byte-swizzled K-major layout, the
+ *     one wgmma's shared-memory descriptor reads: token row r of a 64-deep atom at r*128
+ *     bytes, its 16-byte chunk c at ((c ^ (r % 8)) * 16). Ring of STAGES slots; the load
+ *     for step ks + STAGES - 2 goes out at step ks into the slot step ks - 2 used (every
+ *     wgmma of that step is known complete by then: each warpgroup keeps at most one
+ *     wgmma group in flight).
+ *   - Each 16-deep sub-step: dequantize the next weights into the spare register set while
+ *     the previous wgmma runs; fence, issue WG_M wgmmas, commit, wait until one group is
+ *     left. Group scales are applied in fp16 as the weights are dequantized (as in the
+ *     mma.sync kernel); per-channel scales once to the fp32 sums.
+ *   - One block per (N tile, M tile); M tiles of one N tile are consecutive block indices,
+ *     so the blocks that share a weight tile run together and read it from L2.
+ *
+ * Launch contract (runtime/gemm.c):
+ *   grid   (n_tiles * m_tiles, 1, 1), n_tiles = prob_n / (16*TNB), m_tiles =
+ *          ceil(prob_m / (16*TMB)); blocks past that exit
+ *   block  (THREADS, 1, 1); dynamic shared memory >= marlin_w4a16_wgmma_smem_bytes<...>()
+ *   prob_n % (16*TNB) == 0, prob_k % (16*TKB) == 0, prob_k % (16*GROUP_BLOCKS) == 0
+ *   locks, partials unused (the parameter list is the mma.sync kernel's)
+ *   flags  ignored; a launch may ask for programmatic dependent launch: the kernel waits
+ *          (griddepcontrol.wait) before it reads or writes anything
+ */
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define MRT_HAVE_WGMMA 1
+#else
+#define MRT_HAVE_WGMMA 0
+#endif
+
+#if MRT_HAVE_WGMMA
+/* d (64 x 128, fp32, the wgmma accumulator layout) += a (64 x 16 fp16 from registers) x
+ * the 128-wide K-major tile of shared memory described by desc. */
+__device__ __forceinline__ void mrt_wgmma_rs(float (&d)[64], const mrt_u32 (&a)[4], unsigned long long desc)
+{
+    asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+        "}, {%64, %65, %66, %67}, %68, 1, 1, 1, 0;\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc)
+        : "memory");
+}
+
+/* d (64 x 256, fp32, the wgmma accumulator layout) += a (64 x 16 fp16 from registers) x
+ * the 256-wide K-major tile of shared memory described by desc. */
+__device__ __forceinline__ void mrt_wgmma_rs(float (&d)[128], const mrt_u32 (&a)[4], unsigned long long desc)
+{
+    asm volatile("wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+        "}, {%128, %129, %130, %131}, %132, 1, 1, 1, 0;\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc)
+        : "memory");
+}
+
+__device__ __forceinline__ void mrt_wgmma_fence()
+{
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void mrt_wgmma_commit()
+{
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+
+/* Wait until at most PENDING committed wgmma groups of this warpgroup are still running. */
+template <int PENDING> __device__ __forceinline__ void mrt_wgmma_wait()
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(PENDING) : "memory");
+}
+
+/* Keep a register operand of an issued wgmma live up to this point. wgmma reads its A
+ * registers asynchronously, until the wait that covers it; without a later use the register
+ * allocator may hand them to other values while the wgmma still reads them (seen: results
+ * that change from run to run). Placed after that wait, this empty asm pins them. */
+__device__ __forceinline__ void mrt_keep_alive(const mrt_u32 (&regs)[4])
+{
+    asm volatile("" ::"r"(regs[0]), "r"(regs[1]), "r"(regs[2]), "r"(regs[3]) : "memory");
+}
+
+/* A compiler-only barrier on the accumulators: they stay in their registers, untouched by
+ * anything the compiler would otherwise schedule or allocate between the wgmmas that chain
+ * on them while one is still in flight (without it, the last accumulator registers came out
+ * wrong now and then). No instruction is emitted. */
+template <int N> __device__ __forceinline__ void mrt_fence_acc(float (&d)[N])
+{
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        asm volatile("" : "+f"(d[i])::"memory");
+}
+
+/* Make the shared-memory writes of cp.async (generic proxy) visible to wgmma (async proxy). */
+__device__ __forceinline__ void mrt_fence_proxy_async()
+{
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+#endif
+
+/* wgmma shared-memory descriptor of a K-major tile in the 128-byte swizzle: start address
+ * (16-byte units, bits 0-13), leading offset (unused by this layout; 1), stride offset
+ * between 8-row groups (1024 bytes, bits 32-45), swizzle mode 1 = 128 bytes (bits 62-63).
+ * The atom must be 1024-byte aligned; a start inside it (the k16 steps, 32 bytes apart)
+ * is fine, the swizzle being a function of the address bits. */
+__device__ __forceinline__ unsigned long long mrt_wgmma_desc(mrt_u32 addr)
+{
+    return (unsigned long long)((addr & 0x3ffffu) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
+           (1ull << 62);
+}
+
+/*
+ * Bytes of dynamic shared memory: 1024 for aligning the swizzled tiles, plus the largest of
+ *   pipeline  STAGES * (A tile + B tile + scale rows)
+ *             A tile      TKB/4 atoms x 16*TMB rows x 128 bytes
+ *             B tile      TKB rows x TNB/4 blocks x 512 bytes
+ *             scale rows  (TKB/GROUP_BLOCKS or 1) x 16*TNB halves, none per channel
+ *   output    16*TMB rows x (16*TNB + 8) halves
+ */
+template <int THREADS, int TMB, int TNB, int TKB, int STAGES, int GROUP_BLOCKS>
+__device__ constexpr int marlin_w4a16_wgmma_smem_bytes()
+{
+    const int scale_rows = GROUP_BLOCKS == -1 ? 0 : (GROUP_BLOCKS < TKB ? TKB / GROUP_BLOCKS : 1);
+    const int pipeline = STAGES * ((TKB / 4) * 16 * TMB * 128 + TKB * (TNB / 4) * 512 + scale_rows * 32 * TNB);
+    const int output = 16 * TMB * (16 * TNB + 8) * 2;
+    return 1024 + (pipeline > output ? pipeline : output);
+}
+
+/*
+ * Template parameters (the fields of mrt_config; thread_m_blocks 8 or 16 selects this
+ * kernel):
+ *   THREADS   128 or 256 (one or two warpgroups)
+ *   TMB       16-row blocks of A (tokens) per block tile: 8 or 16 (wgmma n128 or n256)
+ *   TNB       16-column blocks of C per block tile: 4*THREADS/32 / ... see WG_M below
+ *   TKB       16-deep blocks per stage: 4 or 8
+ *   STAGES    3..8
+ *   GROUP_BLOCKS as in marlin_w4a16
+ */
+template <int THREADS, int TMB, int TNB, int TKB, int STAGES, int GROUP_BLOCKS>
+__global__ void __launch_bounds__(THREADS, 1)
+    marlin_w4a16_wgmma(const int4 *__restrict__ A, const int4 *__restrict__ B, int4 *__restrict__ C,
+                       const int4 *__restrict__ s, int prob_m, int prob_n, int prob_k, int *locks,
+                       float4 *partials, int flags)
+{
+    constexpr int WGS = THREADS / 128;
+    constexpr int TOK = 16 * TMB;
+    constexpr int FEAT = 16 * TNB;
+    constexpr int WG_M = FEAT / (64 * WGS);
+    constexpr bool GROUPED = GROUP_BLOCKS != -1;
+    static_assert(THREADS == 128 || THREADS == 256, "THREADS must be 128 or 256");
+    static_assert(TMB == 8 || TMB == 16, "THREAD_M_BLOCKS must be 8 or 16");
+    static_assert(WG_M >= 1 && WG_M * 64 * WGS == FEAT && WG_M * TOK <= 128 * WGS,
+                  "each warpgroup takes 64 or 128 features; at most 64 accumulators per thread with 128 "
+                  "threads, 128 with 256");
+    static_assert(TKB == 4 || TKB == 8, "THREAD_K_BLOCKS must be 4 or 8");
+    static_assert(STAGES >= 3 && STAGES <= 8, "STAGES must be 3..8");
+    static_assert(GROUP_BLOCKS == -1 || GROUP_BLOCKS == 2 || GROUP_BLOCKS == 4 || GROUP_BLOCKS == 8,
+                  "GROUP_BLOCKS must be -1, 2, 4 or 8");
+#if !MRT_HAVE_WGMMA
+    asm volatile("trap;");
+#else
+    constexpr int BLOCKS64 = TNB / 4;                    /* packed 64-column blocks per tile */
+    constexpr int ATOMS = TKB / 4;                       /* 64-deep swizzle atoms per stage */
+    constexpr int A_STAGE = ATOMS * TOK * 128;           /* bytes, a multiple of 1024 */
+    constexpr int B_STAGE = TKB * BLOCKS64 * 512;        /* bytes */
+    constexpr int S_ROWS = !GROUPED ? 0 : (GROUP_BLOCKS < TKB ? TKB / GROUP_BLOCKS : 1);
+    constexpr int S_STAGE = S_ROWS * FEAT * 2;           /* bytes */
+    constexpr int SMEM_BYTES = marlin_w4a16_wgmma_smem_bytes<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>();
+    constexpr int C_ROW = FEAT + 8;                      /* halves per staged output row */
+
+    const int m_tiles = (prob_m + TOK - 1) / TOK;
+    const int n_tiles = prob_n / FEAT;
+    {
+        mrt_u32 dynamic_smem;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_smem));
+        if (dynamic_smem < (mrt_u32)SMEM_BYTES || prob_m < 1 || prob_n % FEAT != 0 || prob_k % (16 * TKB) != 0 ||
+            (GROUPED && prob_k % (16 * GROUP_BLOCKS) != 0))
+            asm volatile("trap;");
+    }
+    if ((int)blockIdx.x >= m_tiles * n_tiles)
+        return;
+    /* The activations and C belong to the stream's previous kernels. */
+    mrt_grid_wait();
+
+    const int tid = threadIdx.x;
+    const int lane = tid % 32;
+    const int warp = (tid / 32) % 4;
+    const int group = tid / 128;
+    const int m_tile = (int)blockIdx.x % m_tiles;
+    const int n_tile = (int)blockIdx.x / m_tiles;
+    const int m0 = m_tile * TOK;
+    const int n0 = n_tile * FEAT;
+    const int k_steps = prob_k / (16 * TKB);
+
+    extern __shared__ int4 smem_raw[];
+    const mrt_u32 raw_addr = mrt_smem_addr(smem_raw);
+    const mrt_u32 pad = ((raw_addr + 1023u) & ~1023u) - raw_addr;
+    unsigned char *const base = reinterpret_cast<unsigned char *>(smem_raw) + pad;
+    const mrt_u32 sh_a_addr = raw_addr + pad;
+    const mrt_u32 sh_b_addr = sh_a_addr + STAGES * A_STAGE;
+    const mrt_u32 sh_s_addr = sh_b_addr + STAGES * B_STAGE;
+    const mrt_u32 *const sh_b = reinterpret_cast<const mrt_u32 *>(base + STAGES * A_STAGE);
+    const mrt_u32 *const sh_s = reinterpret_cast<const mrt_u32 *>(base + STAGES * (A_STAGE + B_STAGE));
+
+    /* Global strides in int4: a row of A is K halves, a packed row of B (16 K) N*16 nibbles,
+     * a row of scales or of C N halves. */
+    const long long a_gl_row = prob_k / 8;
+    const long long b_gl_row = prob_n / 2;
+    const int s_gl_row = prob_n / 8;
+    const int c_gl_row = prob_n / 8;
+
+    /* Copy step ks (K rows 16*TKB*ks ..) into ring slot `slot`; one commit group. */
+    auto fetch = [&](int slot, int ks) {
+        if (ks < k_steps) {
+            constexpr int A_CHUNKS = TOK * 2 * TKB;
+            const int k8 = ks * 2 * TKB;
+#pragma unroll
+            for (int i = 0; i < (A_CHUNKS + THREADS - 1) / THREADS; i++) {
+                const int idx = tid + i * THREADS;
+                if (A_CHUNKS % THREADS == 0 || idx < A_CHUNKS) {
+                    const int row = idx / (2 * TKB);
+                    const int c = idx % (2 * TKB);
+                    const bool valid = m0 + row < prob_m;
+                    const int4 *src = A + (valid ? (long long)(m0 + row) * a_gl_row + k8 + c : 0);
+                    const mrt_u32 dst = sh_a_addr + slot * A_STAGE + (c / 8) * (TOK * 128) + row * 128 +
+                                        (((c % 8) ^ (row % 8)) << 4);
+                    mrt_cp_async16(dst, src, valid ? 16 : 0);
+                }
+            }
+            constexpr int B_CHUNKS = TKB * BLOCKS64 * 32;
+#pragma unroll
+            for (int i = 0; i < (B_CHUNKS + THREADS - 1) / THREADS; i++) {
+                const int idx = tid + i * THREADS;
+                if (B_CHUNKS % THREADS == 0 || idx < B_CHUNKS) {
+                    const int kk = idx / (BLOCKS64 * 32);
+                    const int rem = idx % (BLOCKS64 * 32);
+                    const int4 *src = B + (long long)(ks * TKB + kk) * b_gl_row + (n0 / 64) * 32 + rem;
+                    mrt_cp_async16(sh_b_addr + slot * B_STAGE + idx * 16, src, 16);
+                }
+            }
+            if (GROUPED) {
+                /* A straight-line copy: a loop here, inside the span where a wgmma is in
+                 * flight, makes ptxas serialize the wgmmas (C7515). */
+                constexpr int S_CHUNKS = S_ROWS * FEAT / 8;
+                static_assert(S_CHUNKS <= THREADS, "one scale chunk per thread at most");
+                const int g0 = ks * TKB / (GROUPED ? GROUP_BLOCKS : 1);
+                if (tid < S_CHUNKS) {
+                    const int r = tid / (FEAT / 8);
+                    const int c = tid % (FEAT / 8);
+                    const int4 *src = s + (long long)(g0 + r) * s_gl_row + n0 / 8 + c;
+                    mrt_cp_async16(sh_s_addr + slot * S_STAGE + tid * 16, src, 16);
+                }
+            }
+        }
+        mrt_cp_async_commit();
+    };
+
+    /* This thread's weight word and scale word of m64 tile t: sub-tile j of the block. */
+    int word_off[WG_M], scale_off[WG_M];
+#pragma unroll
+    for (int t = 0; t < WG_M; t++) {
+        const int j = group * 4 * WG_M + warp * WG_M + t;
+        word_off[t] = ((j / 4) * 32 + lane) * 4 + j % 4;
+        /* Grouped scale order: the word 32*(j/4) + 4*(lane/4) + j%4 of a row holds the
+         * scales of the lane's rows r = lane/4 (low half) and r + 8 (high half). */
+        scale_off[t] = (j / 4) * 32 + 4 * (lane / 4) + j % 4;
+    }
+
+    float acc[WG_M][TOK / 2];
+#pragma unroll
+    for (int t = 0; t < WG_M; t++)
+#pragma unroll
+        for (int i = 0; i < TOK / 2; i++)
+            acc[t][i] = 0.0f;
+
+#pragma unroll
+    for (int i = 0; i < STAGES - 2; i++)
+        fetch(i, i);
+
+    mrt_u32 frag[2][WG_M][4];
+    for (int ks = 0; ks < k_steps; ks++) {
+        const int slot = ks % STAGES;
+        mrt_cp_async_wait<STAGES - 3>();
+        mrt_fence_proxy_async();
+        __syncthreads();
+        fetch((ks + STAGES - 2) % STAGES, ks + STAGES - 2);
+
+        const mrt_u32 *const b_words = sh_b + slot * (B_STAGE / 4);
+        const mrt_u32 *const s_words = sh_s + slot * (S_STAGE / 4);
+        /* Sub-step kk's weights of this thread, dequantized and scaled into frag[kk % 2]. */
+        auto dequant_step = [&](int kk) {
+#pragma unroll
+            for (int t = 0; t < WG_M; t++) {
+                const mrt_u32 raw = b_words[kk * (BLOCKS64 * 128) + word_off[t]];
+                const int srow = GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0;
+                const mrt_u32 sw = GROUPED ? s_words[srow * (FEAT / 2) + scale_off[t]] : 0u;
+                mrt_u32 lo[2], hi[2];
+                mrt_dequant(raw, lo);
+                mrt_dequant(raw >> 8, hi);
+                if (GROUPED) {
+                    lo[0] = mrt_hmul2_by_half<false>(lo[0], sw);
+                    lo[1] = mrt_hmul2_by_half<false>(lo[1], sw);
+                    hi[0] = mrt_hmul2_by_half<true>(hi[0], sw);
+                    hi[1] = mrt_hmul2_by_half<true>(hi[1], sw);
+                }
+                frag[kk % 2][t][0] = lo[0];
+                frag[kk % 2][t][1] = hi[0];
+                frag[kk % 2][t][2] = lo[1];
+                frag[kk % 2][t][3] = hi[1];
+            }
+        };
+        dequant_step(0);
+#pragma unroll
+        for (int kk = 0; kk < TKB; kk++) {
+            const mrt_u32 a_addr = sh_a_addr + slot * A_STAGE + (kk / 4) * (TOK * 128) + (kk % 4) * 32;
+            const unsigned long long desc = mrt_wgmma_desc(a_addr);
+#pragma unroll
+            for (int t = 0; t < WG_M; t++)
+                mrt_fence_acc(acc[t]);
+            mrt_wgmma_fence();
+#pragma unroll
+            for (int t = 0; t < WG_M; t++)
+                mrt_wgmma_rs(acc[t], frag[kk % 2][t], desc);
+            mrt_wgmma_commit();
+            /* The next sub-step's weights, into the other register set, while this one's
+             * wgmmas run; then wait for them. Only one wgmma group is ever in flight, and
+             * none across the barrier above: in-flight groups chained on the accumulators
+             * gave results that changed from run to run (docs/kernel.md). */
+            if (kk + 1 < TKB)
+                dequant_step(kk + 1);
+            mrt_wgmma_wait<0>();
+#pragma unroll
+            for (int t = 0; t < WG_M; t++) {
+                mrt_fence_acc(acc[t]);
+                mrt_keep_alive(frag[kk % 2][t]);
+            }
+        }
+    }
+    mrt_cp_async_wait<0>();
+    __syncthreads();
+
+    /* Stage C (tokens x features, fp16) in shared memory. Accumulator element 4*i + 2*h + e
+     * of m64 tile t is feature 16*j + lane/4 + 8*h of the block (j the tile's sub-tile) and
+     * token 8*i + 2*(lane%4) + e. Per-channel scales multiply the fp32 sums here; in the
+     * Marlin per-channel order the scale of column n is half 8*(4*(n/32) + (n%8)/2) +
+     * 2*((n%32)/8) + n%2 of the row. */
+    unsigned short *const stage = reinterpret_cast<unsigned short *>(base);
+    const unsigned short *const s_half = reinterpret_cast<const unsigned short *>(s);
+#pragma unroll
+    for (int t = 0; t < WG_M; t++) {
+        const int j = group * 4 * WG_M + warp * WG_M + t;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int f = 16 * j + lane / 4 + 8 * h;
+            float scale = 1.0f;
+            if (!GROUPED) {
+                const int n = n0 + f;
+                const unsigned short bits = s_half[8 * (4 * (n / 32) + (n % 8) / 2) + 2 * ((n % 32) / 8) + n % 2];
+                asm("{ .reg .b16 x; mov.b16 x, %1; cvt.f32.f16 %0, x; }\n" : "=f"(scale) : "h"(bits));
+            }
+#pragma unroll
+            for (int i = 0; i < TOK / 8; i++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int token = 8 * i + 2 * (lane % 4) + e;
+                    unsigned short bits;
+                    const float v = acc[t][4 * i + 2 * h + e] * scale;
+                    asm("cvt.rn.f16.f32 %0, %1;\n" : "=h"(bits) : "f"(v));
+                    stage[token * C_ROW + f] = bits;
+                }
+        }
+    }
+    __syncthreads();
+    const int rows = mrt_imin(TOK, prob_m - m0);
+    constexpr int C_CHUNKS = TOK * FEAT / 8;
+    int4 *const c_tile = C + (long long)m0 * c_gl_row + n0 / 8;
+    const int4 *const staged = reinterpret_cast<const int4 *>(base);
+#pragma unroll
+    for (int i = 0; i < C_CHUNKS / THREADS; i++) {
+        const int idx = tid + i * THREADS;
+        const int row = idx / (FEAT / 8);
+        const int c = idx % (FEAT / 8);
+        if (row < rows)
+            c_tile[(long long)row * c_gl_row + c] = staged[row * (C_ROW / 8) + c];
+    }
+#endif
+}

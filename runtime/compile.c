@@ -17,10 +17,10 @@
  * kernels must compile on machines that have no CUDA headers. */
 #define MRT_NVRTC_OPTION_COUNT 2
 
-static void nvrtc_options(int arch, char arch_option[32], const char *options[MRT_NVRTC_OPTION_COUNT],
-                          char *joined, size_t size)
+static void nvrtc_options(int arch, int arch_specific, char arch_option[32],
+                          const char *options[MRT_NVRTC_OPTION_COUNT], char *joined, size_t size)
 {
-    snprintf(arch_option, 32, "--gpu-architecture=sm_%d", arch);
+    snprintf(arch_option, 32, "--gpu-architecture=sm_%d%s", arch, arch_specific ? "a" : "");
     options[0] = arch_option;
     options[1] = "-std=c++17";
     snprintf(joined, size, "%s %s", options[0], options[1]);
@@ -53,14 +53,14 @@ static mrt_status check_arch(const mrt__nvrtc_api *nvrtc, int arch, mrt__err *er
 
 /* Compile one instance. On success *cubin and *entry are malloc'd. */
 static mrt_status nvrtc_compile(const mrt__nvrtc_api *nvrtc, const mrt__source *source, const char *expression,
-                                int arch, void **cubin, size_t *size, char **entry, mrt__err *err)
+                                int arch, int arch_specific, void **cubin, size_t *size, char **entry, mrt__err *err)
 {
     mrt_status rc = MRT_OK;
     nvrtcProgram prog = NULL;
     char arch_option[32], joined[256];
     const char *options[MRT_NVRTC_OPTION_COUNT];
     char *log = NULL;
-    nvrtc_options(arch, arch_option, options, joined, sizeof joined);
+    nvrtc_options(arch, arch_specific, arch_option, options, joined, sizeof joined);
 
     nvrtcResult res = nvrtc->create_program(&prog, source->text, source->file_name, 0, NULL, NULL);
     if (res != NVRTC_SUCCESS)
@@ -121,6 +121,8 @@ mrt_status mrt__cubin_fetch(mrt_context *ctx, int arch, const mrt__kernel *kerne
     if (arch < 10 || arch > 1000)
         return mrt__fail(err, MRT_ERR_UNSUPPORTED, "arch %d is not an sm_XX number such as 80 or 90", arch);
     MRT_CHECK(kernel->validate(cfg, err));
+    int arch_specific = 0;
+    MRT_CHECK(mrt__kernel_arch_check(kernel, cfg, arch, &arch_specific, err));
     const mrt__source *source = mrt__kernel_source(kernel);
     if (!source)
         MRT_FAIL(err, MRT_ERR_INTERNAL, "kernel %s: source %s was not embedded at build time", kernel->name,
@@ -129,7 +131,7 @@ mrt_status mrt__cubin_fetch(mrt_context *ctx, int arch, const mrt__kernel *kerne
     if (expression_length < 0 || expression_length >= (int)sizeof expression)
         MRT_FAIL(err, MRT_ERR_INTERNAL, "kernel %s: cannot form the name expression", kernel->name);
     mrt__config_format(cfg, config_text, sizeof config_text);
-    nvrtc_options(arch, arch_option, options, joined, sizeof joined);
+    nvrtc_options(arch, arch_specific, arch_option, options, joined, sizeof joined);
 
     /* NVRTC is optional here: without it only the store can answer. Its message is kept for
      * the error that follows a miss. */
@@ -172,7 +174,7 @@ mrt_status mrt__cubin_fetch(mrt_context *ctx, int arch, const mrt__kernel *kerne
     MRT_CHECK(check_arch(nvrtc, arch, err));
 
     double start = now_ms();
-    MRT_CHECK(nvrtc_compile(nvrtc, source, expression, arch, blob, size, entry, err));
+    MRT_CHECK(nvrtc_compile(nvrtc, source, expression, arch, arch_specific, blob, size, entry, err));
     double compile_ms = now_ms() - start;
     ctx->stats.nvrtc_compiles++;
     MRT_CHECK(mrt__ctx_store_put(ctx, key, variant, &in, *entry, compile_ms, *blob, *size, err));

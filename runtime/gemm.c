@@ -28,6 +28,9 @@
 #define MARLIN_INDEX_LIMIT ((int64_t)1 << 30)
 /* Largest K or N accepted, so that one launch always covers at least one 64-row chunk. */
 #define MARLIN_DIM_LIMIT ((int64_t)1 << 24)
+/* From this M on, sm_90 devices run the wgmma kernel (thread_m_blocks 8). */
+#define WGMMA_MIN_M 128
+
 /* Pipeline depth of every configuration the library picks itself. */
 #define MARLIN_DEFAULT_STAGES 4
 
@@ -56,8 +59,12 @@ static int marlin_group_blocks(int group_size, int64_t k)
 
 /* Same formula as marlin_w4a16_smem_bytes<>() in the kernel source: the largest of the
  * cp.async ring, the block reduction area and the output staging tile. */
+static int64_t wgmma_smem_bytes(const mrt_config *cfg);
+
 static int64_t marlin_smem_bytes(const mrt_config *cfg)
 {
+    if (mrt__marlin_is_wgmma(cfg))
+        return wgmma_smem_bytes(cfg);
     const int64_t tmb = cfg->thread_m_blocks, tnb = cfg->thread_n_blocks, tkb = cfg->thread_k_blocks;
     const int64_t gb = cfg->group_blocks;
     const int64_t scale_rows = gb == -1 ? 0 : (gb < tkb ? tkb / gb : 1);
@@ -70,6 +77,23 @@ static int64_t marlin_smem_bytes(const mrt_config *cfg)
     if (output > int4s)
         int4s = output;
     return 16 * int4s;
+}
+
+/* Same formula as marlin_w4a16_wgmma_smem_bytes<>(): 1024 bytes to align the swizzled
+ * tiles, plus the larger of the cp.async ring and the output staging tile. */
+static int64_t wgmma_smem_bytes(const mrt_config *cfg)
+{
+    const int64_t tmb = cfg->thread_m_blocks, tnb = cfg->thread_n_blocks, tkb = cfg->thread_k_blocks;
+    const int64_t gb = cfg->group_blocks;
+    const int64_t scale_rows = gb == -1 ? 0 : (gb < tkb ? tkb / gb : 1);
+    const int64_t pipeline = cfg->stages * ((tkb / 4) * 16 * tmb * 128 + tkb * (tnb / 4) * 512 + scale_rows * 32 * tnb);
+    const int64_t output = 16 * tmb * (16 * tnb + 8) * 2;
+    return 1024 + (pipeline > output ? pipeline : output);
+}
+
+int mrt__marlin_is_wgmma(const mrt_config *cfg)
+{
+    return cfg->thread_m_blocks >= 8;
 }
 
 /* Workspace pieces for a device with `sms` multiprocessors (the grid never exceeds it). */
@@ -134,18 +158,60 @@ static mrt_status check_shape(mrt__err *err, const char *field, int64_t m, int64
 /* snprintf's contract: the length of the full expression, >= size when it did not fit. */
 int mrt__marlin_name_expression(const mrt_config *cfg, char *buf, size_t size)
 {
-    return snprintf(buf, size, "marlin_w4a16<%d,%d,%d,%d,%d,%d>", cfg->threads, cfg->thread_m_blocks,
-                    cfg->thread_n_blocks, cfg->thread_k_blocks, cfg->stages, cfg->group_blocks);
+    return snprintf(buf, size, "%s<%d,%d,%d,%d,%d,%d>", mrt__marlin_is_wgmma(cfg) ? "marlin_w4a16_wgmma" : "marlin_w4a16",
+                    cfg->threads, cfg->thread_m_blocks, cfg->thread_n_blocks, cfg->thread_k_blocks, cfg->stages,
+                    cfg->group_blocks);
+}
+
+/* The Hopper kernel's rules (thread_m_blocks 8 or 16); mirrors its static_asserts. */
+static mrt_status wgmma_validate(const mrt_config *cfg, mrt__err *err)
+{
+    if (cfg->threads != 128 && cfg->threads != 256)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16 (wgmma): threads = %d: must be 128 or 256",
+                         cfg->threads);
+    if (cfg->thread_m_blocks != 8 && cfg->thread_m_blocks != 16)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED,
+                         "marlin_w4a16: thread_m_blocks = %d: must be 1..4, or 8 or 16 (the sm_90 wgmma kernel)",
+                         cfg->thread_m_blocks);
+    /* Each warpgroup (128 threads) covers one or two 64-feature wgmma tiles, 16*tmb tokens
+     * wide: 8*tmb fp32 accumulators per thread and tile, at most 128 with 256 threads and 64
+     * with 128 (one block of 128 threads holding 128 would spill). */
+    const int groups = cfg->threads / 128;
+    const int per_group = 16 * cfg->thread_n_blocks / groups;
+    if (cfg->thread_n_blocks <= 0 || per_group % 64 != 0 || per_group / 64 < 1 || per_group / 64 > 2 ||
+        (per_group / 64) * 8 * cfg->thread_m_blocks > 64 * groups)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED,
+                         "marlin_w4a16 (wgmma): thread_n_blocks = %d with threads = %d and thread_m_blocks = %d: each "
+                         "warpgroup of 128 threads takes 64 or 128 columns, and its threads at most %d accumulators "
+                         "(8 x thread_m_blocks per 64 columns)",
+                         cfg->thread_n_blocks, cfg->threads, cfg->thread_m_blocks, 64 * groups);
+    if (cfg->thread_k_blocks != 4 && cfg->thread_k_blocks != 8)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16 (wgmma): thread_k_blocks = %d: must be 4 or 8",
+                         cfg->thread_k_blocks);
+    if (cfg->stages < 3 || cfg->stages > 8)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16 (wgmma): stages = %d: must be 3..8", cfg->stages);
+    return MRT_OK;
 }
 
 mrt_status mrt__marlin_validate(const mrt_config *cfg, mrt__err *err)
 {
     if (!cfg)
         return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "marlin_w4a16: config is NULL");
+    if (cfg->group_blocks != -1 && cfg->group_blocks != 2 && cfg->group_blocks != 4 && cfg->group_blocks != 8)
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED,
+                         "marlin_w4a16: group_blocks = %d: must be -1 (per channel), 2, 4 or 8 (group size 32, 64, 128)",
+                         cfg->group_blocks);
+    for (size_t i = 0; i < COUNT_OF(cfg->reserved); i++)
+        if (cfg->reserved[i] != 0)
+            return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16: reserved[%zu] = %d: must be 0", i,
+                             cfg->reserved[i]);
+    if (mrt__marlin_is_wgmma(cfg))
+        return wgmma_validate(cfg, err);
     if (cfg->threads != 128 && cfg->threads != 256)
         return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16: threads = %d: must be 128 or 256", cfg->threads);
     if (cfg->thread_m_blocks < 1 || cfg->thread_m_blocks > 4)
-        return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16: thread_m_blocks = %d: must be 1..4",
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED,
+                         "marlin_w4a16: thread_m_blocks = %d: must be 1..4, or 8 or 16 (the sm_90 wgmma kernel)",
                          cfg->thread_m_blocks);
     if (cfg->thread_n_blocks != 4 && cfg->thread_n_blocks != 8 && cfg->thread_n_blocks != 16)
         return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16: thread_n_blocks = %d: must be 4, 8 or 16",
@@ -163,14 +229,24 @@ mrt_status mrt__marlin_validate(const mrt_config *cfg, mrt__err *err)
                          cfg->thread_n_blocks * cfg->thread_k_blocks, cfg->threads, cfg->threads / 8);
     if (cfg->stages < 2 || cfg->stages > 8)
         return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16: stages = %d: must be 2..8", cfg->stages);
-    if (cfg->group_blocks != -1 && cfg->group_blocks != 2 && cfg->group_blocks != 4 && cfg->group_blocks != 8)
+    return MRT_OK;
+}
+
+/* The wgmma kernel exists for sm_90 only, compiled for the arch-specific target sm_90a
+ * (wgmma is not part of sm_90's forward-compatible feature set). */
+mrt_status mrt__marlin_arch_check(const mrt_config *cfg, int arch, int *arch_specific, mrt__err *err)
+{
+    *arch_specific = 0;
+    if (!mrt__marlin_is_wgmma(cfg))
+        return MRT_OK;
+    if (arch != 90) {
+        char name[64];
+        mrt__config_format(cfg, name, sizeof name);
         return mrt__fail(err, MRT_ERR_UNSUPPORTED,
-                         "marlin_w4a16: group_blocks = %d: must be -1 (per channel), 2, 4 or 8 (group size 32, 64, 128)",
-                         cfg->group_blocks);
-    for (size_t i = 0; i < COUNT_OF(cfg->reserved); i++)
-        if (cfg->reserved[i] != 0)
-            return mrt__fail(err, MRT_ERR_UNSUPPORTED, "marlin_w4a16: reserved[%zu] = %d: must be 0", i,
-                             cfg->reserved[i]);
+                         "marlin_w4a16 %s: thread_m_blocks %d is the wgmma kernel, made for sm_90 only (asked for sm_%d)",
+                         name, cfg->thread_m_blocks, arch);
+    }
+    *arch_specific = 1;
     return MRT_OK;
 }
 
@@ -190,6 +266,24 @@ static void heuristic_config(mrt_config *cfg, int thread_m_blocks, int n_blocks,
     cfg->thread_k_blocks = k_blocks;
     cfg->stages = thread_m_blocks == 4 ? 3 : MARLIN_DEFAULT_STAGES;
     cfg->group_blocks = group_blocks;
+}
+
+/* The wgmma kernel's pick (sm_90, M >= WGMMA_MIN_M): 128 tokens by 256 features per block
+ * when that still makes a block for every SM, else 128 x 128; 64-deep steps, 4 stages. */
+static void wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int group_size, int sms)
+{
+    const int64_t m_tiles = (m + 127) / 128;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->threads = 256;
+    cfg->thread_m_blocks = 8;
+    cfg->thread_n_blocks = n % 256 == 0 && (n / 256) * m_tiles >= sms ? 16 : 8;
+    cfg->thread_k_blocks = 4;
+    cfg->stages = 4;
+    cfg->group_blocks = marlin_group_blocks(group_size, k);
+    if (n % (16 * cfg->thread_n_blocks) != 0)
+        cfg->thread_n_blocks = 4; /* n = 64 * odd: no 128-wide tile; 1 warpgroup per 64 */
+    if (cfg->thread_n_blocks == 4)
+        cfg->threads = 128;
 }
 
 /* The heuristic: m-blocks from M (chunks of 64 rows past 64); the deepest K step that
@@ -216,6 +310,11 @@ static void pick_config(int64_t m, int64_t n, int64_t k, int group_size, const m
     }
     if (!n_blocks)
         n_blocks = 4;
+    if (dev && dev->cc_major == 9 && dev->cc_minor == 0 && m >= WGMMA_MIN_M) {
+        wgmma_config(cfg, m, n, k, group_size, sms);
+        if (marlin_smem_bytes(cfg) <= dev->max_smem_optin)
+            return;
+    }
     heuristic_config(cfg, thread_m_blocks, n_blocks, k_blocks, marlin_group_blocks(group_size, k));
     /* Halving keeps dividing K and N (the blocks are powers of two); 64 x 64 fits anywhere. */
     while (dev && marlin_smem_bytes(cfg) > dev->max_smem_optin && (k_blocks > 4 || n_blocks > 4)) {
@@ -244,6 +343,9 @@ static mrt_status check_config_fits(mrt__err *err, const mrt_config *cfg, int64_
         return mrt__fail(err, MRT_ERR_UNSUPPORTED,
                          "config %s: group_blocks = %d, but group_size = %d with k = %lld needs group_blocks = %d", name,
                          cfg->group_blocks, group_size, (long long)k, group_blocks);
+    if (mrt__marlin_is_wgmma(cfg) && !(dev->cc_major == 9 && dev->cc_minor == 0))
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED, "config %s: the wgmma kernel runs on sm_90 only; device %s is sm_%d%d",
+                         name, dev->name, dev->cc_major, dev->cc_minor);
     const int64_t smem = marlin_smem_bytes(cfg);
     if (smem > dev->max_smem_optin)
         return mrt__fail(err, MRT_ERR_UNSUPPORTED,
@@ -329,6 +431,18 @@ done:
  * count, tile width and depth), writing while there is capacity and counting all. */
 static void append_candidates(int group_blocks, mrt_config *configs, size_t capacity, size_t *total)
 {
+    /* wgmma_config's picks: 128 x 256, 128 x 128 and 128 x 64 tiles. */
+    static const int wgmma_n_blocks[] = {16, 8, 4};
+    for (size_t i = 0; i < COUNT_OF(wgmma_n_blocks); i++) {
+        if (*total < capacity)
+            configs[*total] = (mrt_config){.threads = wgmma_n_blocks[i] == 4 ? 128 : 256,
+                                           .thread_m_blocks = 8,
+                                           .thread_n_blocks = wgmma_n_blocks[i],
+                                           .thread_k_blocks = 4,
+                                           .stages = 4,
+                                           .group_blocks = group_blocks};
+        (*total)++;
+    }
     for (int tmb = 1; tmb <= 4; tmb++) {
         for (int ki = 0; ki < HEURISTIC_BLOCK_COUNT; ki++) {
             for (int ni = 0; ni < HEURISTIC_BLOCK_COUNT; ni++) {
@@ -430,14 +544,17 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
     const int64_t n = args->n, k = args->k;
     const int64_t launch_rows = rows_per_launch(&cfg, n, k);
     const int64_t tiles_per_chunk = (k / (16 * cfg.thread_k_blocks)) * (n / (16 * cfg.thread_n_blocks));
+    const int wgmma = mrt__marlin_is_wgmma(&cfg);
     unsigned smem = (unsigned)marlin_smem_bytes(&cfg);
     /* With overlapped launches the next GEMM's blocks are placed while this one runs. If two
      * blocks fitted on one SM, the block scheduler could stack them two to an SM on half the
      * SMs, halving that kernel's bandwidth (measured: 16 -> 21 us on 8192 x 8192, M = 1, H200).
-     * Asking for over half of the opt-in shared memory keeps it at one block per SM. */
+     * Asking for over half of the opt-in shared memory keeps it at one block per SM. The
+     * wgmma kernel has one block per output tile and no split sums: the more of them per SM
+     * the better, so it keeps its own size. */
     const int overlap = !(args->flags & MRT_GEMM_NO_OVERLAP) && mrt__launch_can_overlap(ctx);
     const unsigned solo_smem = (unsigned)(dev->max_smem_optin / 2 + 1024);
-    if (overlap && smem < solo_smem && (int)solo_smem <= dev->max_smem_optin)
+    if (overlap && !wgmma && smem < solo_smem && (int)solo_smem <= dev->max_smem_optin)
         smem = solo_smem;
     const unsigned block[3] = {(unsigned)cfg.threads, 1, 1};
     uint64_t locks = args->workspace;
@@ -451,7 +568,10 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
         const int64_t rows = args->m - row < launch_rows ? args->m - row : launch_rows;
         const int64_t chunks = (rows + 16 * cfg.thread_m_blocks - 1) / (16 * cfg.thread_m_blocks);
         const int64_t tiles = tiles_per_chunk * chunks;
-        const unsigned grid[3] = {(unsigned)(tiles < dev->sm_count ? tiles : dev->sm_count), 1, 1};
+        /* wgmma: one block per (column tile, chunk); mma.sync: striped over the SMs. */
+        const int64_t blocks = wgmma ? (n / (16 * cfg.thread_n_blocks)) * chunks
+                                     : (tiles < dev->sm_count ? tiles : dev->sm_count);
+        const unsigned grid[3] = {(unsigned)blocks, 1, 1};
         uint64_t a = args->a + (uint64_t)(row * k * 2);
         uint64_t c = args->c + (uint64_t)(row * n * 2);
         int prob_m = (int)rows;

@@ -81,9 +81,10 @@ static mrt_status marlin_default_configs(mrt_config *configs, size_t capacity, s
 }
 
 static const mrt__kernel kernels[] = {
-    {MRT_KERNEL_DEQUANT_W4, "dequant_w4.cu", dequant_name_expression, dequant_validate, dequant_default_configs},
+    {MRT_KERNEL_DEQUANT_W4, "dequant_w4.cu", dequant_name_expression, dequant_validate, dequant_default_configs,
+     NULL},
     {MRT_KERNEL_MARLIN_W4A16, "marlin_w4a16.cu", mrt__marlin_name_expression, mrt__marlin_validate,
-     marlin_default_configs},
+     marlin_default_configs, mrt__marlin_arch_check},
 };
 
 const mrt__kernel *mrt__kernel_find(const char *name)
@@ -127,4 +128,26 @@ mrt_status mrt_kernel_default_configs(const char *kernel, mrt_config *configs, s
     if (!k)
         return mrt__fail(err, MRT_ERR_NOT_FOUND, "unknown kernel \"%s\"", kernel ? kernel : "(null)");
     return k->default_configs(configs, capacity, count);
+}
+
+mrt_status mrt__kernel_arch_check(const mrt__kernel *kernel, const mrt_config *cfg, int arch, int *arch_specific,
+                                  mrt__err *err)
+{
+    *arch_specific = 0;
+    return kernel->arch_check ? kernel->arch_check(cfg, arch, arch_specific, err) : MRT_OK;
+}
+
+mrt_status mrt_config_supports_arch(const char *kernel, const mrt_config *cfg, int arch)
+{
+    mrt__err *err = mrt__thread_err();
+    if (!cfg)
+        return mrt__fail(err, MRT_ERR_INVALID_ARGUMENT, "mrt_config_supports_arch: cfg is NULL");
+    const mrt__kernel *k = mrt__kernel_find(kernel);
+    if (!k)
+        return mrt__fail(err, MRT_ERR_NOT_FOUND, "unknown kernel \"%s\"", kernel ? kernel : "(null)");
+    mrt_status rc = k->validate(cfg, err);
+    if (rc != MRT_OK)
+        return rc;
+    int arch_specific;
+    return mrt__kernel_arch_check(k, cfg, arch, &arch_specific, err);
 }

@@ -91,16 +91,27 @@ typedef struct mrt__kernel {
     /* The configurations compiled by default (`marlinrt warm`): same contract as
      * mrt_kernel_default_configs. */
     mrt_status (*default_configs)(mrt_config *configs, size_t capacity, size_t *count);
+    /* NULL when every configuration compiles for every arch. Else MRT_OK when cfg (valid)
+     * can be compiled for sm_<arch>, with *arch_specific set when it needs the arch-specific
+     * target (sm_90a rather than sm_90), or MRT_ERR_UNSUPPORTED with a message. */
+    mrt_status (*arch_check)(const mrt_config *cfg, int arch, int *arch_specific, mrt__err *err);
 } mrt__kernel;
 
 /* The marlin_w4a16 kernel's hooks (runtime/gemm.c). */
 int mrt__marlin_name_expression(const mrt_config *cfg, char *buf, size_t size);
 mrt_status mrt__marlin_validate(const mrt_config *cfg, mrt__err *err);
+mrt_status mrt__marlin_arch_check(const mrt_config *cfg, int arch, int *arch_specific, mrt__err *err);
+/* Whether cfg selects the sm_90 wgmma kernel (thread_m_blocks 8 or 16) rather than the
+ * mma.sync kernel. */
+int mrt__marlin_is_wgmma(const mrt_config *cfg);
 
 /* The kernel with this name, or NULL. */
 const mrt__kernel *mrt__kernel_find(const char *name);
 /* The source a kernel is compiled from (never NULL for a registered kernel). */
 const mrt__source *mrt__kernel_source(const mrt__kernel *kernel);
+/* kernel->arch_check, or MRT_OK with *arch_specific 0 when the kernel has none. */
+mrt_status mrt__kernel_arch_check(const mrt__kernel *kernel, const mrt_config *cfg, int arch, int *arch_specific,
+                                  mrt__err *err);
 /* Canonical text of a configuration, e.g. "t256.m1.n16.k4.s4.g8"; used in keys and listings. */
 void mrt__config_format(const mrt_config *cfg, char *buf, size_t size);
 

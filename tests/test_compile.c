@@ -264,7 +264,7 @@ static void test_compile__failure_carries_nvrtc_log(void **state)
     (void)state;
     mrt_context *ctx = mrt_test_context(NULL, MRT_CTX_NO_STORE | MRT_CTX_OFFLINE);
     require_nvrtc(ctx);
-    const mrt__kernel broken = {"broken", "dequant_w4.cu", broken_expression, accept_all, NULL};
+    const mrt__kernel broken = {"broken", "dequant_w4.cu", broken_expression, accept_all, NULL, NULL};
     mrt_config cfg = {.threads = 256, .group_blocks = 8};
     void *blob = NULL;
     size_t size = 0;

@@ -380,9 +380,19 @@ static void check_gemm(gpu *g, weights *w, int64_t m, const mrt_config *cfg)
                      w->group, cfg_text, mrt_status_str(rc), mrt_errmsg(g->ctx));
         mrt_test_download(g->ctx, run == 0 ? c : c2, d_c, (size_t)(m * n) * 2);
     }
-    if (memcmp(c, c2, (size_t)(m * n) * 2) != 0)
-        fail_msg("m=%lld n=%lld k=%lld g=%d %s: two runs differ", (long long)m, (long long)n, (long long)k, w->group,
-                 cfg_text);
+    if (memcmp(c, c2, (size_t)(m * n) * 2) != 0) {
+        int64_t first = -1, differ = 0;
+        for (int64_t i = 0; i < m * n; i++)
+            if (c[i] != c2[i]) {
+                differ++;
+                if (first < 0)
+                    first = i;
+            }
+        fail_msg("m=%lld n=%lld k=%lld g=%d %s: two runs differ in %lld elements, first C[%lld][%lld]: 0x%04x then "
+                 "0x%04x",
+                 (long long)m, (long long)n, (long long)k, w->group, cfg_text, (long long)differ,
+                 (long long)(first / n), (long long)(first % n), c[first], c2[first]);
+    }
 
     /* Every element was written (no NaN left from the poison: the inputs make no NaN). */
     for (int64_t i = 0; i < m * n; i++)
@@ -688,6 +698,65 @@ static void test_gemm__every_configuration(void **state)
     }
 }
 
+/* The sm_90 wgmma kernel (thread_m_blocks 8 or 16) over its tile shapes, K depths, pipeline
+ * depths and every group size, at M that leave the last token tile nearly empty (1, 129),
+ * half full (200, 320) or full (256, 512). On another GPU it is refused, and the test says
+ * it skipped. */
+static void test_gemm__wgmma_kernel(void **state)
+{
+    gpu *g = *state;
+    require_gpu(g);
+    const mrt_device_info *dev = mrt__device(g->ctx);
+    if (!(dev->cc_major == 9 && dev->cc_minor == 0)) {
+        weights w;
+        weights_make(g, &w, 256, 256, 128);
+        mrt_config cfg = {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 8, .thread_k_blocks = 4,
+                          .stages = 4, .group_blocks = 8};
+        mrt_gemm_args args = valid_args();
+        args.a = args.c = w.d_packed; /* never launched: only the config check runs */
+        args.b = w.d_packed;
+        args.scales = w.d_scales;
+        args.workspace = g->workspace;
+        args.workspace_bytes = g->workspace_bytes;
+        args.m = 128;
+        args.n = args.k = 256;
+        assert_int_equal(mrt_gemm(g->ctx, NULL, &args, &cfg), MRT_ERR_UNSUPPORTED);
+        weights_free(g, &w);
+        fprintf(stderr, "[SKIPPED] the wgmma kernel needs sm_90; device %s is sm_%d%d\n", dev->name,
+                dev->cc_major, dev->cc_minor);
+        mrt_test_note_skip();
+        skip();
+    }
+    /* {threads, m-blocks, n-blocks, k-blocks, stages} */
+    const int tiles[][5] = {{256, 8, 8, 4, 4},  {256, 8, 16, 4, 4}, {256, 16, 8, 4, 3}, {128, 8, 4, 4, 4},
+                            {256, 8, 8, 8, 3},  {256, 8, 16, 8, 4}, {128, 8, 4, 4, 6},  {256, 16, 8, 8, 3}};
+    const int groups[] = {128, -1, 32, 64};
+    const int64_t ms[] = {129, 1, 256, 200, 512, 320};
+    for (size_t gi = 0; gi < sizeof groups / sizeof groups[0]; gi++) {
+        if (quick() && gi > 1)
+            continue;
+        weights w;
+        weights_make(g, &w, 1536, 768, groups[gi]);
+        for (size_t t = 0; t < sizeof tiles / sizeof tiles[0]; t++) {
+            if (gi > 0 && t % 2 != gi % 2)
+                continue; /* every tile shape with group 128, half of them with each other group */
+            const mrt_config cfg = {.threads = tiles[t][0],
+                                    .thread_m_blocks = tiles[t][1],
+                                    .thread_n_blocks = tiles[t][2],
+                                    .thread_k_blocks = tiles[t][3],
+                                    .stages = tiles[t][4],
+                                    .group_blocks = groups[gi] == -1 ? -1 : groups[gi] / 16};
+            assert_int_equal(mrt_config_validate(g->ctx, MRT_KERNEL_MARLIN_W4A16, &cfg), MRT_OK);
+            if (768 % (16 * cfg.thread_n_blocks) != 0)
+                continue;
+            for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+                if (!quick() || i < 2)
+                    check_gemm(g, &w, ms[i], &cfg);
+        }
+        weights_free(g, &w);
+    }
+}
+
 static void test_gemm__too_small_workspace_is_refused(void **state)
 {
     gpu *g = *state;
@@ -717,7 +786,8 @@ static void test_gemm__too_small_workspace_is_refused(void **state)
     assert_int_equal(after.launches, before.launches);
 }
 
-/* argv[1] "cpu" or "gpu" runs one group; no argument runs both. */
+/* argv[1] "cpu" or "gpu" runs one group; no argument runs both. argv[2], if given, keeps the
+ * tests whose names match it (cmocka's filter: * and ? wildcards). */
 int main(int argc, char **argv)
 {
     if (!realpath(argv[0], self_path))
@@ -725,6 +795,8 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "child-launch") == 0)
         return child_launch(argv[2]);
     const char *only = argc > 1 ? argv[1] : "";
+    if (argc > 2)
+        cmocka_set_test_filter(argv[2]);
     const struct CMUnitTest cpu_tests[] = {
         cmocka_unit_test(test_gemm__arguments_checked_before_gpu_use),
         cmocka_unit_test(test_gemm__candidates_are_valid_and_cover_every_group),
@@ -738,6 +810,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gemm__every_m_on_several_shapes),
         cmocka_unit_test(test_gemm__every_group_size),
         cmocka_unit_test(test_gemm__every_configuration),
+        cmocka_unit_test(test_gemm__wgmma_kernel),
         cmocka_unit_test(test_gemm__large_square),
     };
     int failures = 0;
