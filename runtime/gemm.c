@@ -269,21 +269,28 @@ static void heuristic_config(mrt_config *cfg, int thread_m_blocks, int n_blocks,
 }
 
 /* The wgmma kernel's pick (sm_90, M >= WGMMA_MIN_M): 128 tokens by 256 features per block
- * when that still makes a block for every SM, else 128 x 128; 64-deep steps, 4 stages. */
-static void wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int group_size, int sms)
+ * when that still makes a block for every SM, else 128 x 128 when that nearly does (it has
+ * no K split, so fewer tiles than SMs leave SMs idle and the mma.sync kernel's striping wins:
+ * measured on an H200, docs/performance.md v4); 128-deep steps where K allows, 4 stages.
+ * Returns 0 when the wgmma kernel should not be used. */
+static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int group_size, int sms)
 {
     const int64_t m_tiles = (m + 127) / 128;
+    int n_blocks = 0;
+    if (n % 256 == 0 && (n / 256) * m_tiles >= sms)
+        n_blocks = 16;
+    else if (n % 128 == 0 && 10 * (n / 128) * m_tiles >= 9 * (int64_t)sms)
+        n_blocks = 8;
+    if (!n_blocks)
+        return 0;
     memset(cfg, 0, sizeof *cfg);
     cfg->threads = 256;
     cfg->thread_m_blocks = 8;
-    cfg->thread_n_blocks = n % 256 == 0 && (n / 256) * m_tiles >= sms ? 16 : 8;
-    cfg->thread_k_blocks = 4;
+    cfg->thread_n_blocks = n_blocks;
+    cfg->thread_k_blocks = k % 128 == 0 ? 8 : 4;
     cfg->stages = 4;
     cfg->group_blocks = marlin_group_blocks(group_size, k);
-    if (n % (16 * cfg->thread_n_blocks) != 0)
-        cfg->thread_n_blocks = 4; /* n = 64 * odd: no 128-wide tile; 1 warpgroup per 64 */
-    if (cfg->thread_n_blocks == 4)
-        cfg->threads = 128;
+    return 1;
 }
 
 /* The heuristic: m-blocks from M (chunks of 64 rows past 64); the deepest K step that
@@ -310,11 +317,9 @@ static void pick_config(int64_t m, int64_t n, int64_t k, int group_size, const m
     }
     if (!n_blocks)
         n_blocks = 4;
-    if (dev && dev->cc_major == 9 && dev->cc_minor == 0 && m >= WGMMA_MIN_M) {
-        wgmma_config(cfg, m, n, k, group_size, sms);
-        if (marlin_smem_bytes(cfg) <= dev->max_smem_optin)
-            return;
-    }
+    if (dev && dev->cc_major == 9 && dev->cc_minor == 0 && m >= WGMMA_MIN_M &&
+        wgmma_config(cfg, m, n, k, group_size, sms) && marlin_smem_bytes(cfg) <= dev->max_smem_optin)
+        return;
     heuristic_config(cfg, thread_m_blocks, n_blocks, k_blocks, marlin_group_blocks(group_size, k));
     /* Halving keeps dividing K and N (the blocks are powers of two); 64 x 64 fits anywhere. */
     while (dev && marlin_smem_bytes(cfg) > dev->max_smem_optin && (k_blocks > 4 || n_blocks > 4)) {
@@ -431,18 +436,18 @@ done:
  * count, tile width and depth), writing while there is capacity and counting all. */
 static void append_candidates(int group_blocks, mrt_config *configs, size_t capacity, size_t *total)
 {
-    /* wgmma_config's picks: 128 x 256, 128 x 128 and 128 x 64 tiles. */
-    static const int wgmma_n_blocks[] = {16, 8, 4};
-    for (size_t i = 0; i < COUNT_OF(wgmma_n_blocks); i++) {
-        if (*total < capacity)
-            configs[*total] = (mrt_config){.threads = wgmma_n_blocks[i] == 4 ? 128 : 256,
-                                           .thread_m_blocks = 8,
-                                           .thread_n_blocks = wgmma_n_blocks[i],
-                                           .thread_k_blocks = 4,
-                                           .stages = 4,
-                                           .group_blocks = group_blocks};
-        (*total)++;
-    }
+    /* wgmma_config's picks: 128 x 256 and 128 x 128 tiles, 128 or 64 deep. */
+    for (int n_blocks = 16; n_blocks >= 8; n_blocks /= 2)
+        for (int k_blocks = 8; k_blocks >= 4; k_blocks /= 2) {
+            if (*total < capacity)
+                configs[*total] = (mrt_config){.threads = 256,
+                                               .thread_m_blocks = 8,
+                                               .thread_n_blocks = n_blocks,
+                                               .thread_k_blocks = k_blocks,
+                                               .stages = 4,
+                                               .group_blocks = group_blocks};
+            (*total)++;
+        }
     for (int tmb = 1; tmb <= 4; tmb++) {
         for (int ki = 0; ki < HEURISTIC_BLOCK_COUNT; ki++) {
             for (int ni = 0; ni < HEURISTIC_BLOCK_COUNT; ni++) {

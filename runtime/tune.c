@@ -45,10 +45,12 @@
  * largest tile (4 m-blocks x 256 columns on 256 threads) holds 64. */
 #define TUNE_MAX_ACCUMULATORS 64
 
-/* fp32 accumulators per thread: 16 x 16 per (m-block, n-block) pair, spread over the block. */
+/* fp32 accumulators per thread: 16 x 16 per (m-block, n-block) pair, spread over the block.
+ * The wgmma kernel's own limit is part of its validation (up to 128 with 256 threads). */
 static int too_many_accumulators(const mrt_config *cfg)
 {
-    return 256 * cfg->thread_m_blocks * cfg->thread_n_blocks / cfg->threads > TUNE_MAX_ACCUMULATORS;
+    return !mrt__marlin_is_wgmma(cfg) &&
+           256 * cfg->thread_m_blocks * cfg->thread_n_blocks / cfg->threads > TUNE_MAX_ACCUMULATORS;
 }
 
 #define TUNE_DEFAULT_WARMUP 3
@@ -190,7 +192,7 @@ void mrt__tune_decide(mrt_tune_result *results, size_t count, double noise)
 const char *mrt__prune_name(mrt__prune reason)
 {
     static const char *const names[MRT_PRUNE_COUNT] = {
-        [MRT_PRUNE_KEEP] = "kept",           [MRT_PRUNE_INVALID] = "invalid",
+        [MRT_PRUNE_KEEP] = "kept",           [MRT_PRUNE_INVALID] = "invalid",   [MRT_PRUNE_ARCH] = "arch",
         [MRT_PRUNE_SHAPE] = "shape",         [MRT_PRUNE_M_BLOCKS] = "m-blocks",
         [MRT_PRUNE_REGISTERS] = "registers", [MRT_PRUNE_SMEM] = "shared memory",
         [MRT_PRUNE_OCCUPANCY] = "occupancy", [MRT_PRUNE_STAGES] = "stages",
@@ -209,11 +211,13 @@ static int64_t m_chunks(int64_t m, int tmb)
     return ceil_div(m, 16 * (int64_t)tmb);
 }
 
-/* Tiles of one launch and the tiles each busy block works through (its stripe). */
+/* Tiles of one launch and the tiles each busy block works through (its stripe). The wgmma
+ * kernel's tile is a whole output tile (all of K), one per block. */
 static void tile_counts(const mrt_config *cfg, int64_t m, int64_t n, int64_t k, int sms, int64_t *tiles,
                         int64_t *stripe)
 {
-    *tiles = (k / (16 * cfg->thread_k_blocks)) * (n / (16 * cfg->thread_n_blocks)) * m_chunks(m, cfg->thread_m_blocks);
+    const int64_t k_steps = mrt__marlin_is_wgmma(cfg) ? 1 : k / (16 * cfg->thread_k_blocks);
+    *tiles = k_steps * (n / (16 * cfg->thread_n_blocks)) * m_chunks(m, cfg->thread_m_blocks);
     const int64_t grid = *tiles < sms ? *tiles : sms;
     *stripe = ceil_div(*tiles, grid);
 }
@@ -233,9 +237,18 @@ static mrt__prune structural_reason(const mrt_config *cfg, int64_t m, int64_t n,
 {
     if (mrt__marlin_validate(cfg, NULL) != MRT_OK)
         return MRT_PRUNE_INVALID;
+    const int wgmma = mrt__marlin_is_wgmma(cfg);
+    if (wgmma && !(dev->cc_major == 9 && dev->cc_minor == 0))
+        return MRT_PRUNE_ARCH;
     if (n % (16 * cfg->thread_n_blocks) != 0 || k % (16 * cfg->thread_k_blocks) != 0 ||
         cfg->group_blocks != mrt__marlin_group_blocks(group_size, k))
         return MRT_PRUNE_SHAPE;
+    /* The wgmma kernel's token tiles are 128 or 256 rows: worth trying past 64 rows, the
+     * 256-row one past 128. */
+    if (wgmma)
+        return m <= 64 || (cfg->thread_m_blocks == 16 && m <= 128) ? MRT_PRUNE_M_BLOCKS
+               : mrt__marlin_smem_bytes(cfg) > dev->max_smem_optin ? MRT_PRUNE_SMEM
+                                                                  : MRT_PRUNE_KEEP;
     /* More m-blocks than rows only pads; fewer cut M into more chunks (each reads all of B
      * again, which can still win on a small layer by making more tiles), but of two counts
      * that make as many chunks the smaller pads less for the same tiles. */
@@ -286,14 +299,32 @@ static int compare_ranked(const void *pa, const void *pb)
     return mrt__tune_config_order(&a->config, &b->config);
 }
 
-/* Every configuration the kernel could be asked for: 2 x 4 x 3 x 3 x MRT_TUNE_STAGE_COUNT. */
-#define TUNE_SPACE_SIZE (2 * 4 * 3 * 3 * MRT_TUNE_STAGE_COUNT)
+/* Every configuration the kernel could be asked for: the mma.sync kernel's 2 x 4 x 3 x 3 x
+ * MRT_TUNE_STAGE_COUNT, then the wgmma kernel's (sm_90): threads 128 or 256, 128 or 256
+ * tokens, 64, 128 or 256 columns, 64- or 128-deep steps, 3 or 4 stages (the invalid
+ * combinations fall to validation). */
+#define TUNE_MMA_SPACE_SIZE (2 * 4 * 3 * 3 * MRT_TUNE_STAGE_COUNT)
+#define TUNE_WGMMA_SPACE_SIZE (2 * 2 * 3 * 2 * 2)
+#define TUNE_SPACE_SIZE (TUNE_MMA_SPACE_SIZE + TUNE_WGMMA_SPACE_SIZE)
 
 /* The index-th configuration of that space (0 <= index < TUNE_SPACE_SIZE), stages varying
  * fastest, then thread_k, thread_n, m-blocks, threads; one enumeration for the candidate list
  * and for mrt_gemm_tune_space. */
 static void space_config(size_t index, int group_blocks, mrt_config *cfg)
 {
+    if (index >= TUNE_MMA_SPACE_SIZE) {
+        static const int wgmma_stages[] = {3, 4}, wgmma_k[] = {4, 8}, wgmma_n[] = {4, 8, 16}, wgmma_m[] = {8, 16},
+                         wgmma_threads[] = {128, 256};
+        const size_t i = index - TUNE_MMA_SPACE_SIZE;
+        memset(cfg, 0, sizeof *cfg);
+        cfg->stages = wgmma_stages[i % 2];
+        cfg->thread_k_blocks = wgmma_k[i / 2 % 2];
+        cfg->thread_n_blocks = wgmma_n[i / 4 % 3];
+        cfg->thread_m_blocks = wgmma_m[i / 12 % 2];
+        cfg->threads = wgmma_threads[i / 24];
+        cfg->group_blocks = group_blocks;
+        return;
+    }
     static const int threads[] = {128, 256};
     static const int blocks[] = {4, 8, 16};
     const size_t s = index % MRT_TUNE_STAGE_COUNT, kb = index / MRT_TUNE_STAGE_COUNT % 3,
@@ -349,7 +380,7 @@ void mrt__tune_candidates(const mrt_device_info *dev, int64_t m, int64_t n, int6
         mrt__prune reason = MRT_PRUNE_KEEP;
         if (occupancy(cfg, m, n, k, sms) < TUNE_MIN_OCCUPANCY_RATIO * best_occupancy)
             reason = MRT_PRUNE_OCCUPANCY;
-        else {
+        else if (!mrt__marlin_is_wgmma(cfg)) {
             const int enough = covering_stages(cfg, m, n, k, sms);
             if (enough && cfg->stages > enough)
                 reason = MRT_PRUNE_STAGES;

@@ -47,10 +47,12 @@ extern const int mrt__tune_stages[MRT_TUNE_STAGE_COUNT];
 typedef enum mrt__prune {
     MRT_PRUNE_KEEP = 0,
     MRT_PRUNE_INVALID,   /* the kernel rejects it (mrt__marlin_validate) */
+    MRT_PRUNE_ARCH,      /* the wgmma kernel on a device other than sm_90 */
     MRT_PRUNE_SHAPE,     /* thread_n does not divide N, thread_k does not divide K, or group_blocks
                           * is not the group size's */
     MRT_PRUNE_M_BLOCKS,  /* more m-blocks than ceil(M/16) (past 64 rows, than 4), or a smaller
-                          * m-block count gives the same number of 16*tmb-row chunks */
+                          * m-block count gives the same number of 16*tmb-row chunks; the wgmma
+                          * kernel at M <= 64, its 256-token tile at M <= 128 */
     MRT_PRUNE_REGISTERS, /* more than 64 fp32 accumulators per thread: spills */
     MRT_PRUNE_SMEM,      /* needs more shared memory than the device lets a block opt in to */
     MRT_PRUNE_OCCUPANCY, /* keeps less than half as many SMs busy as the best candidate */

@@ -135,6 +135,7 @@ static void test_gemm__heuristic_fits_shape_and_device(void **state)
     mrt_device_info devices[2];
     memset(devices, 0, sizeof devices);
     snprintf(devices[0].name, sizeof devices[0].name, "big");
+    devices[0].cc_major = 9; /* sm_90: the wgmma kernel's picks are checked too */
     devices[0].sm_count = 132;
     devices[0].max_smem_optin = 227 * 1024;
     snprintf(devices[1].name, sizeof devices[1].name, "small");
@@ -170,6 +171,87 @@ static void test_gemm__heuristic_fits_shape_and_device(void **state)
                             fail_msg("k=%lld n=%lld m=%lld g=%d: pick not among mrt_gemm_candidates", (long long)k,
                                      (long long)n, (long long)ms[mi], groups[g]);
                     }
+}
+
+/* Where the heuristic runs the wgmma kernel: sm_90, M >= 128, and enough 128 x 256 (else
+ * 128 x 128) output tiles to give nearly every SM a block; nowhere else. Configurations of
+ * that kernel are valid only within its register and warpgroup limits, and for sm_90 only. */
+static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
+{
+    (void)state;
+    mrt_device_info h200, a100;
+    memset(&h200, 0, sizeof h200);
+    snprintf(h200.name, sizeof h200.name, "h200-like");
+    h200.cc_major = 9;
+    h200.sm_count = 132;
+    h200.max_smem_optin = 227 * 1024;
+    a100 = h200;
+    snprintf(a100.name, sizeof a100.name, "a100-like");
+    a100.cc_major = 8;
+    a100.sm_count = 108;
+    a100.max_smem_optin = 163 * 1024;
+    const struct {
+        int64_t m, n, k;
+        int n_blocks; /* the wgmma tile width in 16s, 0 for the mma.sync kernel */
+    } cases[] = {
+        {512, 57344, 8192, 16}, /* 224 x 4 tiles of 128 x 256 */
+        {128, 57344, 8192, 16}, /* 224 */
+        {256, 8192, 8192, 8},   /* 32 x 2 = 64 wide tiles are too few; 64 x 2 = 128 narrow ones do */
+        {128, 8192, 8192, 0},   /* 64 narrow tiles: half the SMs would idle */
+        {512, 4096, 4096, 8},   /* 32 x 4 = 128 */
+        {127, 57344, 8192, 0},  /* below 128 rows */
+        {4097, 4096, 1344, 16}, /* K not a multiple of 128: 64-deep steps */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mrt_config cfg;
+        mrt__marlin_heuristic(cases[i].m, cases[i].n, cases[i].k, 128 <= cases[i].k && cases[i].k % 128 == 0 ? 128 : 64,
+                              &h200, &cfg);
+        const int wgmma = cfg.thread_m_blocks >= 8;
+        if (wgmma != (cases[i].n_blocks != 0) || (wgmma && cfg.thread_n_blocks != cases[i].n_blocks))
+            fail_msg("m=%lld n=%lld k=%lld: picked t%d.m%d.n%d.k%d, expected %s%d", (long long)cases[i].m,
+                     (long long)cases[i].n, (long long)cases[i].k, cfg.threads, cfg.thread_m_blocks,
+                     cfg.thread_n_blocks, cfg.thread_k_blocks, cases[i].n_blocks ? "wgmma n" : "mma.sync",
+                     cases[i].n_blocks);
+        if (wgmma)
+            assert_int_equal(cfg.thread_k_blocks, cases[i].k % 128 == 0 ? 8 : 4);
+        /* Never on another arch. */
+        mrt__marlin_heuristic(cases[i].m, cases[i].n, cases[i].k, 64, &a100, &cfg);
+        assert_true(cfg.thread_m_blocks <= 4);
+    }
+
+    const mrt_config good = {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 16, .thread_k_blocks = 8,
+                             .stages = 4, .group_blocks = 8};
+    assert_int_equal(mrt_config_supports_arch(MRT_KERNEL_MARLIN_W4A16, &good, 90), MRT_OK);
+    assert_int_equal(mrt_config_supports_arch(MRT_KERNEL_MARLIN_W4A16, &good, 80), MRT_ERR_UNSUPPORTED);
+    assert_non_null(strstr(mrt_thread_errmsg(), "sm_90 only"));
+    assert_int_equal(mrt_config_supports_arch(MRT_KERNEL_MARLIN_W4A16, &good, 89), MRT_ERR_UNSUPPORTED);
+    assert_int_equal(mrt_config_supports_arch(MRT_KERNEL_MARLIN_W4A16, NULL, 90), MRT_ERR_INVALID_ARGUMENT);
+    assert_int_equal(mrt_config_supports_arch("nope", &good, 90), MRT_ERR_NOT_FOUND);
+    /* The mma.sync kernel and the dequantizer compile everywhere. */
+    const mrt_config mma = {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 8, .thread_k_blocks = 8,
+                            .stages = 4, .group_blocks = 8};
+    assert_int_equal(mrt_config_supports_arch(MRT_KERNEL_MARLIN_W4A16, &mma, 80), MRT_OK);
+    const mrt_config dq = {.threads = 256, .group_blocks = 8};
+    assert_int_equal(mrt_config_supports_arch(MRT_KERNEL_DEQUANT_W4, &dq, 80), MRT_OK);
+    /* Limits: at most 64 accumulators per thread with 128 threads, 128 with 256; a warpgroup
+     * takes 64 or 128 columns; 64- or 128-deep steps; 3..8 stages; 8 or 16 m-blocks. */
+    const mrt_config bad[] = {
+        {.threads = 128, .thread_m_blocks = 8, .thread_n_blocks = 8, .thread_k_blocks = 4, .stages = 4, .group_blocks = 8},
+        {.threads = 256, .thread_m_blocks = 16, .thread_n_blocks = 16, .thread_k_blocks = 4, .stages = 4, .group_blocks = 8},
+        {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 4, .thread_k_blocks = 4, .stages = 4, .group_blocks = 8},
+        {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 8, .thread_k_blocks = 16, .stages = 4, .group_blocks = 8},
+        {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 8, .thread_k_blocks = 4, .stages = 2, .group_blocks = 8},
+        {.threads = 256, .thread_m_blocks = 12, .thread_n_blocks = 8, .thread_k_blocks = 4, .stages = 4, .group_blocks = 8},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (mrt_config_supports_arch(MRT_KERNEL_MARLIN_W4A16, &bad[i], 90) != MRT_ERR_UNSUPPORTED)
+            fail_msg("bad wgmma configuration %zu accepted", i);
+    /* A wgmma configuration on a device that is not sm_90 is refused before any launch. */
+    char why[256] = "";
+    mrt__err err = {why, sizeof why};
+    assert_int_equal(mrt__marlin_config_fits(&err, &good, 8192, 8192, 128, &a100), MRT_ERR_UNSUPPORTED);
+    assert_non_null(strstr(why, "sm_90 only"));
+    assert_int_equal(mrt__marlin_config_fits(NULL, &good, 8192, 8192, 128, &h200), MRT_OK);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -801,6 +883,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gemm__arguments_checked_before_gpu_use),
         cmocka_unit_test(test_gemm__candidates_are_valid_and_cover_every_group),
         cmocka_unit_test(test_gemm__heuristic_fits_shape_and_device),
+        cmocka_unit_test(test_gemm__heuristic_uses_wgmma_where_it_pays),
         cmocka_unit_test(test_gemm__launch_path_with_fake_driver),
     };
     const struct CMUnitTest gpu_tests[] = {

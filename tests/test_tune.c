@@ -218,7 +218,7 @@ static void test_tune__candidates_fit_shape_and_device(void **state)
                                  {2880, 960},  {192, 4160},  {8192, 57344}, {28672, 8192}};
     const int64_t ms[] = {1, 3, 16, 17, 33, 48, 64, 65, 96, 128, 256, 512, 4097};
     const int groups[] = {-1, 32, 64, 128};
-    size_t lists = 0, largest = 0;
+    size_t lists = 0, largest = 0, wgmma_seen = 0;
     /* Every candidate is in the tuning space `warm` compiles. */
     mrt_config *space[4] = {NULL};
     size_t space_count[4] = {0};
@@ -227,8 +227,9 @@ static void test_tune__candidates_fit_shape_and_device(void **state)
         space[g] = calloc(space_count[g], sizeof *space[g]);
         assert_int_equal(mrt_gemm_tune_space(groups[g], space[g], space_count[g], &space_count[g]), MRT_OK);
     }
-    assert_int_equal(space_count[0], 248);
-    assert_int_equal(space_count[3], 2 * 248);
+    /* 248 mma.sync configurations and 16 wgmma ones per group_blocks value. */
+    assert_int_equal(space_count[0], 248 + 16);
+    assert_int_equal(space_count[3], 2 * (248 + 16));
     size_t bad_count = 0;
     assert_int_equal(mrt_gemm_tune_space(48, NULL, 0, &bad_count), MRT_ERR_INVALID_ARGUMENT);
     assert_int_equal(mrt_gemm_tune_space(128, NULL, 1, &bad_count), MRT_ERR_INVALID_ARGUMENT);
@@ -253,7 +254,7 @@ static void test_tune__candidates_fit_shape_and_device(void **state)
                     size_t sum = 0;
                     for (int r = 0; r < MRT_PRUNE_COUNT; r++)
                         sum += pruned[r];
-                    assert_int_equal(sum, 2 * 4 * 3 * 3 * MRT_TUNE_STAGE_COUNT);
+                    assert_int_equal(sum, 2 * 4 * 3 * 3 * MRT_TUNE_STAGE_COUNT + 2 * 2 * 3 * 2 * 2);
                     assert_true(pruned[MRT_PRUNE_KEEP] == count);
 
                     mrt_config heuristic;
@@ -284,6 +285,16 @@ static void test_tune__candidates_fit_shape_and_device(void **state)
                             in_set |= list[i].stages == mrt__tune_stages[st];
                         if (!in_set)
                             fail_msg("%s: %s has stages outside the set", where, name);
+                        if (list[i].thread_m_blocks >= 8) {
+                            /* The wgmma kernel: sm_90 only, past 64 rows, 256 tokens past 128. */
+                            if (!(dev->cc_major == 9 && dev->cc_minor == 0))
+                                fail_msg("%s: %s is the wgmma kernel on sm_%d%d", where, name, dev->cc_major,
+                                         dev->cc_minor);
+                            if (m <= 64 || (list[i].thread_m_blocks == 16 && m <= 128))
+                                fail_msg("%s: %s has more tokens per tile than M needs", where, name);
+                            wgmma_seen++;
+                            continue;
+                        }
                         if (list[i].thread_m_blocks > max_tmb)
                             fail_msg("%s: %s has more m-blocks than M needs", where, name);
                         if (256 * list[i].thread_m_blocks * list[i].thread_n_blocks / list[i].threads > 64)
@@ -297,7 +308,10 @@ static void test_tune__candidates_fit_shape_and_device(void **state)
             }
     for (size_t g = 0; g < COUNT_OF(groups); g++)
         free(space[g]);
-    fprintf(stderr, "[tune] %zu candidate lists checked, the largest %zu long\n", lists, largest);
+    /* The H200's lists past 64 rows do offer the wgmma kernel. */
+    assert_true(wgmma_seen > 0);
+    fprintf(stderr, "[tune] %zu candidate lists checked, the largest %zu long, %zu wgmma candidates\n", lists,
+            largest, wgmma_seen);
 }
 
 /* Each pruning rule, on a case where it must act, and the configurations the v0 exploration on

@@ -88,7 +88,7 @@ static const char *kernel_static_name(const char *name)
  * NVRTC can then tune from the shipped store. Deep pipelines of wide tiles exceed sm_86 /
  * sm_89 shared memory; they compile all the same and are never picked there. */
 static const int grid_threads[] = {64, 128, 256, 512};
-static const int grid_m_blocks[] = {0, 1, 2, 3, 4};
+static const int grid_m_blocks[] = {0, 1, 2, 3, 4, 8, 16};
 static const int grid_nk_blocks[] = {0, 4, 8, 16};
 static const int grid_stages[] = {0, 2, 3, 4, 6, 8};
 static const int grid_group_blocks[] = {-1, 2, 4, 8};
@@ -111,7 +111,8 @@ static int add_all_configs(warm_list *list, const char *kernel, const int *archs
                             if (mrt_config_validate(NULL, kernel, &c) != MRT_OK)
                                 continue;
                             for (int a = 0; a < arch_count; a++)
-                                if (list_add(list, kernel, archs[a], &c) != 0)
+                                if (mrt_config_supports_arch(kernel, &c, archs[a]) == MRT_OK &&
+                                    list_add(list, kernel, archs[a], &c) != 0)
                                     return -1;
                         }
     return 0;
@@ -124,9 +125,12 @@ static int add_default_configs(warm_list *list, const char *kernel, const int *a
         return -1;
     mrt_config *configs = calloc(count ? count : 1, sizeof *configs);
     int rc = configs && mrt_kernel_default_configs(kernel, configs, count, &count) == MRT_OK ? 0 : -1;
+    /* A configuration made for one arch only (the GEMM's wgmma kernel: sm_90) is left out of
+     * the other archs. */
     for (int a = 0; rc == 0 && a < arch_count; a++)
         for (size_t i = 0; rc == 0 && i < count; i++)
-            rc = list_add(list, kernel, archs[a], &configs[i]);
+            if (mrt_config_supports_arch(kernel, &configs[i], archs[a]) == MRT_OK)
+                rc = list_add(list, kernel, archs[a], &configs[i]);
     free(configs);
     return rc;
 }
