@@ -709,6 +709,9 @@ MRT_API void mrt_tune_options_init(mrt_tune_options *opts);
  *     cuts M into as many chunks (it would only pad);
  *   - hold at most 64 fp32 accumulators per thread (more spill registers);
  *   - keep at least half as many SMs busy as the best candidate (tiles / waves);
+ *   - for the wgmma kernel (thread_m_blocks 8 or 16, see mrt_gemm_tune_space): run on sm_90,
+ *     with M above 64 rows (above 128 for 256-token tiles); the accumulator and ring-depth
+ *     rules do not apply to it;
  *   - need their pipeline depth: a deeper ring than the shallowest of the set that already
  *     holds a block's whole stripe of tiles is left out.
  * The heuristic's pick (what mrt_gemm runs untuned) always comes first when it fits the device,
@@ -724,7 +727,8 @@ MRT_API mrt_status mrt_gemm_candidates_for(mrt_context *ctx, int64_t m, int64_t 
 
 /**
  * Every configuration mrt_gemm_tune may time for group_size, on any device and shape: the
- * kernel's space with stages 3, 4, 6, 8 and at most 64 accumulators per thread, for
+ * mma.sync kernel's space with stages 3, 4, 6, 8 and at most 64 accumulators per thread, and
+ * the sm_90 wgmma kernel's 16 (thread_m_blocks 8 or 16, stages 3 or 4), for
  * group_size's group_blocks and for per channel (a group as deep as K runs per channel). For
  * `marlinrt warm`, so that a store filled on a build machine lets a GPU machine without NVRTC
  * tune. Writes up to capacity entries (configs may be NULL with capacity 0) and the total to
