@@ -728,7 +728,7 @@ MRT_API mrt_status mrt_gemm_candidates_for(mrt_context *ctx, int64_t m, int64_t 
 /**
  * Every configuration mrt_gemm_tune may time for group_size, on any device and shape: the
  * mma.sync kernel's space with stages 3, 4, 6, 8 and at most 64 accumulators per thread, and
- * the sm_90 wgmma kernel's 16 (thread_m_blocks 8 or 16, stages 3 or 4), for
+ * the sm_90 wgmma kernel's 16 (thread_m_blocks 8 or 16, stages 4 or 6), for
  * group_size's group_blocks and for per channel (a group as deep as K runs per channel). For
  * `marlinrt warm`, so that a store filled on a build machine lets a GPU machine without NVRTC
  * tune. Writes up to capacity entries (configs may be NULL with capacity 0) and the total to

@@ -230,6 +230,11 @@ __device__ __forceinline__ int mrt_imin(int a, int b)
     return a < b ? a : b;
 }
 
+__device__ __forceinline__ int mrt_imax(int a, int b)
+{
+    return a > b ? a : b;
+}
+
 /*
  * Dequantize one packed B word into the two 16x8 B fragments it carries.
  *
@@ -852,20 +857,26 @@ __global__ void __launch_bounds__(THREADS, 1)
  *     bytes, its 16-byte chunk c at ((c ^ (r % 8)) * 16). Ring of STAGES slots; the load
  *     for step ks + STAGES - 2 goes out at step ks into the slot step ks - 2 used (every
  *     wgmma of that step is known complete by then: each warpgroup keeps at most one
- *     wgmma group in flight).
- *   - Each 16-deep sub-step: dequantize the next weights into the spare register set while
- *     the previous wgmma runs; fence, issue WG_M wgmmas, commit, wait until one group is
- *     left. Group scales are applied in fp16 as the weights are dequantized (as in the
- *     mma.sync kernel); per-channel scales once to the fp32 sums.
- *   - One block per (N tile, M tile); M tiles of one N tile are consecutive block indices,
- *     so the blocks that share a weight tile run together and read it from L2.
+ *     wgmma group in flight, the one of the step before).
+ *   - Each 16-deep sub-step: fence, issue WG_M wgmmas, commit; wait until only that group
+ *     is left (the previous one, which read the other register set, is done); dequantize
+ *     the next weights into that set while this group runs. Group scales are applied in
+ *     fp16 as the weights are dequantized (as in the mma.sync kernel); per-channel scales
+ *     once to the fp32 sums.
+ *   - One block per (N tile, K share, M tile); M tiles of one N tile and share are
+ *     consecutive block indices, so the blocks that share a weight tile run together and
+ *     read it from L2. With more than one share per tile (launches with fewer tiles than
+ *     SMs), each share stores its fp32 sums in the workspace and the last to arrive adds
+ *     them in share order and writes C.
  *
  * Launch contract (runtime/gemm.c):
- *   grid   (n_tiles * m_tiles, 1, 1), n_tiles = prob_n / (16*TNB), m_tiles =
- *          ceil(prob_m / (16*TMB)); blocks past that exit
+ *   grid   (n_tiles * m_tiles * splits, 1, 1), n_tiles = prob_n / (16*TNB), m_tiles =
+ *          ceil(prob_m / (16*TMB)), splits >= 1 K shares per tile (gridDim.x / tiles)
  *   block  (THREADS, 1, 1); dynamic shared memory >= marlin_w4a16_wgmma_smem_bytes<...>()
  *   prob_n % (16*TNB) == 0, prob_k % (16*TKB) == 0, prob_k % (16*GROUP_BLOCKS) == 0
- *   locks, partials unused (the parameter list is the mma.sync kernel's)
+ *   locks  with splits > 1: n_tiles * m_tiles int32, zero on entry, zero again on exit
+ *   partials with splits > 1: n_tiles * m_tiles * splits * 16*TMB * 16*TNB floats, any
+ *          content; concurrent launches must not share locks or partials
  *   flags  ignored; a launch may ask for programmatic dependent launch: the kernel waits
  *          (griddepcontrol.wait) before it reads or writes anything
  */
@@ -1057,7 +1068,11 @@ __global__ void __launch_bounds__(THREADS, 1)
             (GROUPED && prob_k % (16 * GROUP_BLOCKS) != 0))
             asm volatile("trap;");
     }
-    if ((int)blockIdx.x >= m_tiles * n_tiles)
+    /* The launch has `splits` blocks per output tile (gridDim.x = tiles * splits), each
+     * summing one contiguous share of K. */
+    const int tiles = m_tiles * n_tiles;
+    const int splits = mrt_imax((int)gridDim.x / tiles, 1);
+    if ((int)blockIdx.x >= tiles * splits)
         return;
     /* The activations and C belong to the stream's previous kernels. */
     mrt_grid_wait();
@@ -1066,11 +1081,17 @@ __global__ void __launch_bounds__(THREADS, 1)
     const int lane = tid % 32;
     const int warp = (tid / 32) % 4;
     const int group = tid / 128;
+    /* Block = (n_tile * splits + split) * m_tiles + m_tile: the M tiles of one weight tile
+     * are adjacent, so they run together and share it through L2. */
     const int m_tile = (int)blockIdx.x % m_tiles;
-    const int n_tile = (int)blockIdx.x / m_tiles;
+    const int split = ((int)blockIdx.x / m_tiles) % splits;
+    const int n_tile = (int)blockIdx.x / m_tiles / splits;
+    const int tile = n_tile * m_tiles + m_tile;
     const int m0 = m_tile * TOK;
     const int n0 = n_tile * FEAT;
-    const int k_steps = prob_k / (16 * TKB);
+    const int all_steps = prob_k / (16 * TKB);
+    const int ks0 = (int)((long long)all_steps * split / splits);
+    const int k_steps = (int)((long long)all_steps * (split + 1) / splits) - ks0;
 
     extern __shared__ int4 smem_raw[];
     const mrt_u32 raw_addr = mrt_smem_addr(smem_raw);
@@ -1089,15 +1110,21 @@ __global__ void __launch_bounds__(THREADS, 1)
     const int s_gl_row = prob_n / 8;
     const int c_gl_row = prob_n / 8;
 
-    /* Copy step ks (K rows 16*TKB*ks ..) into ring slot `slot`; one commit group. */
-    auto fetch = [&](int slot, int ks) {
+    /* Copy part `part` (of PARTS) of step ks (K rows 16*TKB*ks ..) into ring slot `slot`;
+     * the last part commits the step's copies as one group. The parts let a step's copies be
+     * issued a few at a time between the wgmmas of the step before, while those run, rather
+     * than all at once at the stage barrier where the tensor cores would wait for them. Part
+     * is a compile-time constant wherever this is called (unrolled loops). */
+    constexpr int PARTS = TKB;
+    constexpr int A_CHUNKS = TOK * 2 * TKB;
+    constexpr int A_ITERS = (A_CHUNKS + THREADS - 1) / THREADS;
+    auto fetch = [&](int slot, int ks, int part) {
         if (ks < k_steps) {
-            constexpr int A_CHUNKS = TOK * 2 * TKB;
-            const int k8 = ks * 2 * TKB;
+            const int k8 = (ks0 + ks) * 2 * TKB;
 #pragma unroll
-            for (int i = 0; i < (A_CHUNKS + THREADS - 1) / THREADS; i++) {
+            for (int i = 0; i < A_ITERS; i++) {
                 const int idx = tid + i * THREADS;
-                if (A_CHUNKS % THREADS == 0 || idx < A_CHUNKS) {
+                if (i % PARTS == part && (A_CHUNKS % THREADS == 0 || idx < A_CHUNKS)) {
                     const int row = idx / (2 * TKB);
                     const int c = idx % (2 * TKB);
                     const bool valid = m0 + row < prob_m;
@@ -1111,10 +1138,10 @@ __global__ void __launch_bounds__(THREADS, 1)
 #pragma unroll
             for (int i = 0; i < (B_CHUNKS + THREADS - 1) / THREADS; i++) {
                 const int idx = tid + i * THREADS;
-                if (B_CHUNKS % THREADS == 0 || idx < B_CHUNKS) {
+                if ((A_ITERS + i) % PARTS == part && (B_CHUNKS % THREADS == 0 || idx < B_CHUNKS)) {
                     const int kk = idx / (BLOCKS64 * 32);
                     const int rem = idx % (BLOCKS64 * 32);
-                    const int4 *src = B + (long long)(ks * TKB + kk) * b_gl_row + (n0 / 64) * 32 + rem;
+                    const int4 *src = B + (long long)((ks0 + ks) * TKB + kk) * b_gl_row + (n0 / 64) * 32 + rem;
                     mrt_cp_async16(sh_b_addr + slot * B_STAGE + idx * 16, src, 16);
                 }
             }
@@ -1123,8 +1150,8 @@ __global__ void __launch_bounds__(THREADS, 1)
                  * flight, makes ptxas serialize the wgmmas (C7515). */
                 constexpr int S_CHUNKS = S_ROWS * FEAT / 8;
                 static_assert(S_CHUNKS <= THREADS, "one scale chunk per thread at most");
-                const int g0 = ks * TKB / (GROUPED ? GROUP_BLOCKS : 1);
-                if (tid < S_CHUNKS) {
+                const int g0 = (ks0 + ks) * TKB / (GROUPED ? GROUP_BLOCKS : 1);
+                if (part == PARTS - 1 && tid < S_CHUNKS) {
                     const int r = tid / (FEAT / 8);
                     const int c = tid % (FEAT / 8);
                     const int4 *src = s + (long long)(g0 + r) * s_gl_row + n0 / 8 + c;
@@ -1132,7 +1159,8 @@ __global__ void __launch_bounds__(THREADS, 1)
                 }
             }
         }
-        mrt_cp_async_commit();
+        if (part == PARTS - 1)
+            mrt_cp_async_commit();
     };
 
     /* This thread's weight word and scale word of m64 tile t: sub-tile j of the block. */
@@ -1155,33 +1183,42 @@ __global__ void __launch_bounds__(THREADS, 1)
 
 #pragma unroll
     for (int i = 0; i < STAGES - 2; i++)
-        fetch(i, i);
+#pragma unroll
+        for (int part = 0; part < PARTS; part++)
+            fetch(i, i, part);
 
-    mrt_u32 frag[2][WG_M][4];
+    mrt_u32 frag[2][WG_M][4] = {};
     for (int ks = 0; ks < k_steps; ks++) {
         const int slot = ks % STAGES;
         mrt_cp_async_wait<STAGES - 3>();
         mrt_fence_proxy_async();
         __syncthreads();
-        fetch((ks + STAGES - 2) % STAGES, ks + STAGES - 2);
 
         const mrt_u32 *const b_words = sh_b + slot * (B_STAGE / 4);
         const mrt_u32 *const s_words = sh_s + slot * (S_STAGE / 4);
-        /* Sub-step kk's weights of this thread, dequantized and scaled into frag[kk % 2]. */
+        /* Sub-step kk's packed weight and scale words of this thread (read ahead, so the
+         * shared-memory latency hides behind the wgmma issue), then dequantized and scaled
+         * into frag[kk % 2]. */
+        mrt_u32 raw[WG_M], sw[WG_M];
+        auto load_step = [&](int kk) {
+#pragma unroll
+            for (int t = 0; t < WG_M; t++) {
+                raw[t] = b_words[kk * (BLOCKS64 * 128) + word_off[t]];
+                const int srow = GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0;
+                sw[t] = GROUPED ? s_words[srow * (FEAT / 2) + scale_off[t]] : 0u;
+            }
+        };
         auto dequant_step = [&](int kk) {
 #pragma unroll
             for (int t = 0; t < WG_M; t++) {
-                const mrt_u32 raw = b_words[kk * (BLOCKS64 * 128) + word_off[t]];
-                const int srow = GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0;
-                const mrt_u32 sw = GROUPED ? s_words[srow * (FEAT / 2) + scale_off[t]] : 0u;
                 mrt_u32 lo[2], hi[2];
-                mrt_dequant(raw, lo);
-                mrt_dequant(raw >> 8, hi);
+                mrt_dequant(raw[t], lo);
+                mrt_dequant(raw[t] >> 8, hi);
                 if (GROUPED) {
-                    lo[0] = mrt_hmul2_by_half<false>(lo[0], sw);
-                    lo[1] = mrt_hmul2_by_half<false>(lo[1], sw);
-                    hi[0] = mrt_hmul2_by_half<true>(hi[0], sw);
-                    hi[1] = mrt_hmul2_by_half<true>(hi[1], sw);
+                    lo[0] = mrt_hmul2_by_half<false>(lo[0], sw[t]);
+                    lo[1] = mrt_hmul2_by_half<false>(lo[1], sw[t]);
+                    hi[0] = mrt_hmul2_by_half<true>(hi[0], sw[t]);
+                    hi[1] = mrt_hmul2_by_half<true>(hi[1], sw[t]);
                 }
                 frag[kk % 2][t][0] = lo[0];
                 frag[kk % 2][t][1] = hi[0];
@@ -1189,9 +1226,12 @@ __global__ void __launch_bounds__(THREADS, 1)
                 frag[kk % 2][t][3] = hi[1];
             }
         };
+        load_step(0);
         dequant_step(0);
 #pragma unroll
         for (int kk = 0; kk < TKB; kk++) {
+            if (kk + 1 < TKB)
+                load_step(kk + 1);
             const mrt_u32 a_addr = sh_a_addr + slot * A_STAGE + (kk / 4) * (TOK * 128) + (kk % 4) * 32;
             const unsigned long long desc = mrt_wgmma_desc(a_addr);
 #pragma unroll
@@ -1202,23 +1242,67 @@ __global__ void __launch_bounds__(THREADS, 1)
             for (int t = 0; t < WG_M; t++)
                 mrt_wgmma_rs(acc[t], frag[kk % 2][t], desc);
             mrt_wgmma_commit();
-            /* The next sub-step's weights, into the other register set, while this one's
-             * wgmmas run; then wait for them. Only one wgmma group is ever in flight, and
-             * none across the barrier above: in-flight groups chained on the accumulators
-             * gave results that changed from run to run (docs/kernel.md). */
-            if (kk + 1 < TKB)
-                dequant_step(kk + 1);
-            mrt_wgmma_wait<0>();
+            fetch((ks + STAGES - 2) % STAGES, ks + STAGES - 2, kk);
+            /* One group stays in flight: wait for the previous one (which read the other
+             * register set), and only then refill that set with the next sub-step's weights
+             * while this group runs. The previous set is kept alive up to the wait, so no
+             * other value is given its registers while a wgmma may still read them. */
+            mrt_wgmma_wait<1>();
 #pragma unroll
             for (int t = 0; t < WG_M; t++) {
                 mrt_fence_acc(acc[t]);
-                mrt_keep_alive(frag[kk % 2][t]);
+                mrt_keep_alive(frag[(kk + 1) % 2][t]);
             }
+            if (kk + 1 < TKB)
+                dequant_step(kk + 1);
         }
     }
+    /* The last group, before its accumulators and its register operand are touched. */
+    mrt_wgmma_wait<0>();
+#pragma unroll
+    for (int t = 0; t < WG_M; t++) {
+        mrt_fence_acc(acc[t]);
+        mrt_keep_alive(frag[0][t]);
+        mrt_keep_alive(frag[1][t]);
+    }
+
     mrt_cp_async_wait<0>();
     __syncthreads();
 
+    /* K split: every share stores its fp32 sums in its own slot of the tile (thread-major
+     * float4s, the accumulator order); the last share to arrive adds the slots in share
+     * order, its own included (read back: the accumulators need not stay live across the
+     * hand-over), so the result does not depend on who came last. */
+    if (splits > 1) {
+        constexpr int SLOT = WG_M * TOK / 8 * THREADS; /* float4 per share */
+        float4 *const slots = partials + (long long)tile * splits * SLOT + tid;
+#pragma unroll
+        for (int t = 0; t < WG_M; t++)
+#pragma unroll
+            for (int i = 0; i < TOK / 8; i++)
+                mrt_store_cg(slots + (long long)split * SLOT + (t * (TOK / 8) + i) * THREADS,
+                             make_float4(acc[t][4 * i], acc[t][4 * i + 1], acc[t][4 * i + 2], acc[t][4 * i + 3]));
+        mrt_fence_gpu();
+        if (!mrt_arrive_last(locks + tile, splits))
+            return;
+#pragma unroll
+        for (int t = 0; t < WG_M; t++)
+#pragma unroll
+            for (int i = 0; i < TOK / 8; i++) {
+                float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                for (int sh = 0; sh < splits; sh++) {
+                    const float4 v = mrt_load_cg(slots + (long long)sh * SLOT + (t * (TOK / 8) + i) * THREADS);
+                    sum.x += v.x;
+                    sum.y += v.y;
+                    sum.z += v.z;
+                    sum.w += v.w;
+                }
+                acc[t][4 * i] = sum.x;
+                acc[t][4 * i + 1] = sum.y;
+                acc[t][4 * i + 2] = sum.z;
+                acc[t][4 * i + 3] = sum.w;
+            }
+    }
     /* Stage C (tokens x features, fp16) in shared memory. Accumulator element 4*i + 2*h + e
      * of m64 tile t is feature 16*j + lane/4 + 8*h of the block (j the tile's sub-tile) and
      * token 8*i + 2*(lane%4) + e. Per-channel scales multiply the fp32 sums here; in the

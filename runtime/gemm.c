@@ -30,6 +30,15 @@
 #define MARLIN_DIM_LIMIT ((int64_t)1 << 24)
 /* From this M on, sm_90 devices run the wgmma kernel (thread_m_blocks 8). */
 #define WGMMA_MIN_M 128
+/* Fewest K steps (of thread_k) a share of a K-split wgmma tile gets: shorter shares spend
+ * more of their time filling the ring and handing over partial sums than computing. */
+#define WGMMA_MIN_SHARE_STEPS 8
+/* The heuristic's wgmma pick uses 128 x 256 tiles where, K-split as the launch would, they
+ * keep at least this fraction of the SMs busy over the waves they need (in percent)... */
+#define WGMMA_WIDE_FILL_PERCENT 80
+/* ...and, when split, each share still runs at least this deep in K: shorter shares lose to
+ * 128 x 128 tiles split less (measured on an H200, docs/performance.md v5). */
+#define WGMMA_WIDE_MIN_SHARE_K 8192
 
 /* Pipeline depth of every configuration the library picks itself. */
 #define MARLIN_DEFAULT_STAGES 4
@@ -108,6 +117,27 @@ static size_t marlin_workspace_bytes(int sms, int64_t n)
 {
     const size_t slot_columns = (size_t)(n < 256 ? n : 256);
     return marlin_lock_bytes(sms) + 2 * (size_t)sms * 64 * slot_columns * sizeof(float);
+}
+
+/* K shares per output tile of the wgmma kernel: as many as make at most one block per SM
+ * (so a launch with fewer tiles than SMs still uses them all), as long as each share keeps
+ * WGMMA_MIN_SHARE_STEPS steps of K and the shares' fp32 sums fit the workspace's partials.
+ * 1 = no split. The counters (one per tile) fit: a split launch has fewer tiles than SMs. */
+static int wgmma_splits(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms)
+{
+    const int64_t tokens = 16 * (int64_t)cfg->thread_m_blocks, features = 16 * (int64_t)cfg->thread_n_blocks;
+    const int64_t tiles = (n / features) * ((rows + tokens - 1) / tokens);
+    const int64_t steps = k / (16 * (int64_t)cfg->thread_k_blocks);
+    const int64_t partial_floats = 2 * (int64_t)sms * 64 * (n < 256 ? n : 256);
+    int64_t splits = tiles >= sms ? 1 : sms / tiles;
+    while (splits > 1 && (steps / splits < WGMMA_MIN_SHARE_STEPS || tiles * splits * tokens * features > partial_floats))
+        splits--;
+    return (int)splits;
+}
+
+int mrt__marlin_wgmma_splits(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms)
+{
+    return wgmma_splits(cfg, rows, n, k, sms);
 }
 
 /* Rows of M one launch may cover: a multiple of the chunk height small enough that the
@@ -269,27 +299,32 @@ static void heuristic_config(mrt_config *cfg, int thread_m_blocks, int n_blocks,
 }
 
 /* The wgmma kernel's pick (sm_90, M >= WGMMA_MIN_M): 128 tokens by 256 features per block
- * when that still makes a block for every SM, else 128 x 128 when that nearly does (it has
- * no K split, so fewer tiles than SMs leave SMs idle and the mma.sync kernel's striping wins:
- * measured on an H200, docs/performance.md v4); 128-deep steps where K allows, 4 stages.
- * Returns 0 when the wgmma kernel should not be used. */
+ * where those blocks (K-split by the launch if the tiles are fewer than the SMs,
+ * wgmma_splits) keep WGMMA_WIDE_FILL_PERCENT of the SMs busy over their waves, with shares
+ * at least WGMMA_WIDE_MIN_SHARE_K deep when split; else 128 x 128 (split as needed);
+ * 128-deep steps where K allows, 4 stages. Measured on an H200, docs/performance.md v5.
+ * Returns 0 when the wgmma kernel cannot take N (not a multiple of 128). */
 static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int group_size, int sms)
 {
-    const int64_t m_tiles = (m + 127) / 128;
-    int n_blocks = 0;
-    if (n % 256 == 0 && (n / 256) * m_tiles >= sms)
-        n_blocks = 16;
-    else if (n % 128 == 0 && 10 * (n / 128) * m_tiles >= 9 * (int64_t)sms)
-        n_blocks = 8;
-    if (!n_blocks)
+    if (n % 128 != 0)
         return 0;
     memset(cfg, 0, sizeof *cfg);
     cfg->threads = 256;
     cfg->thread_m_blocks = 8;
-    cfg->thread_n_blocks = n_blocks;
+    cfg->thread_n_blocks = 16;
     cfg->thread_k_blocks = k % 128 == 0 ? 8 : 4;
     cfg->stages = 4;
     cfg->group_blocks = marlin_group_blocks(group_size, k);
+    int wide = 0;
+    if (n % 256 == 0) {
+        const int64_t splits = wgmma_splits(cfg, m, n, k, sms);
+        const int64_t blocks = (n / 256) * ((m + 127) / 128) * splits;
+        const int64_t waves = (blocks + sms - 1) / sms;
+        wide = 100 * blocks >= WGMMA_WIDE_FILL_PERCENT * waves * sms &&
+               (splits == 1 || k / splits >= WGMMA_WIDE_MIN_SHARE_K);
+    }
+    if (!wide)
+        cfg->thread_n_blocks = 8;
     return 1;
 }
 
@@ -573,8 +608,10 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
         const int64_t rows = args->m - row < launch_rows ? args->m - row : launch_rows;
         const int64_t chunks = (rows + 16 * cfg.thread_m_blocks - 1) / (16 * cfg.thread_m_blocks);
         const int64_t tiles = tiles_per_chunk * chunks;
-        /* wgmma: one block per (column tile, chunk); mma.sync: striped over the SMs. */
-        const int64_t blocks = wgmma ? (n / (16 * cfg.thread_n_blocks)) * chunks
+        /* wgmma: one block per (column tile, chunk, K share); mma.sync: striped over the
+         * SMs. */
+        const int64_t blocks = wgmma ? (n / (16 * cfg.thread_n_blocks)) * chunks *
+                                           wgmma_splits(&cfg, rows, n, k, dev->sm_count)
                                      : (tiles < dev->sm_count ? tiles : dev->sm_count);
         const unsigned grid[3] = {(unsigned)blocks, 1, 1};
         uint64_t a = args->a + (uint64_t)(row * k * 2);

@@ -212,11 +212,13 @@ static int64_t m_chunks(int64_t m, int tmb)
 }
 
 /* Tiles of one launch and the tiles each busy block works through (its stripe). The wgmma
- * kernel's tile is a whole output tile (all of K), one per block. */
+ * kernel's tile is an output tile's K share (all of K unless the launch splits it), one per
+ * block. */
 static void tile_counts(const mrt_config *cfg, int64_t m, int64_t n, int64_t k, int sms, int64_t *tiles,
                         int64_t *stripe)
 {
-    const int64_t k_steps = mrt__marlin_is_wgmma(cfg) ? 1 : k / (16 * cfg->thread_k_blocks);
+    const int64_t k_steps =
+        mrt__marlin_is_wgmma(cfg) ? mrt__marlin_wgmma_splits(cfg, m, n, k, sms) : k / (16 * cfg->thread_k_blocks);
     *tiles = k_steps * (n / (16 * cfg->thread_n_blocks)) * m_chunks(m, cfg->thread_m_blocks);
     const int64_t grid = *tiles < sms ? *tiles : sms;
     *stripe = ceil_div(*tiles, grid);
@@ -301,8 +303,8 @@ static int compare_ranked(const void *pa, const void *pb)
 
 /* Every configuration the kernel could be asked for: the mma.sync kernel's 2 x 4 x 3 x 3 x
  * MRT_TUNE_STAGE_COUNT, then the wgmma kernel's (sm_90): threads 128 or 256, 128 or 256
- * tokens, 64, 128 or 256 columns, 64- or 128-deep steps, 3 or 4 stages (the invalid
- * combinations fall to validation). */
+ * tokens, 64, 128 or 256 columns, 64- or 128-deep steps, 4 or 6 stages (3 measured slower,
+ * docs/performance.md v5; the invalid combinations fall to validation). */
 #define TUNE_MMA_SPACE_SIZE (2 * 4 * 3 * 3 * MRT_TUNE_STAGE_COUNT)
 #define TUNE_WGMMA_SPACE_SIZE (2 * 2 * 3 * 2 * 2)
 #define TUNE_SPACE_SIZE (TUNE_MMA_SPACE_SIZE + TUNE_WGMMA_SPACE_SIZE)
@@ -313,7 +315,7 @@ static int compare_ranked(const void *pa, const void *pb)
 static void space_config(size_t index, int group_blocks, mrt_config *cfg)
 {
     if (index >= TUNE_MMA_SPACE_SIZE) {
-        static const int wgmma_stages[] = {3, 4}, wgmma_k[] = {4, 8}, wgmma_n[] = {4, 8, 16}, wgmma_m[] = {8, 16},
+        static const int wgmma_stages[] = {4, 6}, wgmma_k[] = {4, 8}, wgmma_n[] = {4, 8, 16}, wgmma_m[] = {8, 16},
                          wgmma_threads[] = {128, 256};
         const size_t i = index - TUNE_MMA_SPACE_SIZE;
         memset(cfg, 0, sizeof *cfg);

@@ -8,7 +8,8 @@
  * contains it. A test can make the next N module loads fail with a chosen CUresult
  * (mrt_fake_cuda_refuse), as a driver older than the NVRTC that made a cubin does. The last
  * launch is recorded (mrt_fake_cuda_last_launch): which entry point, whether it asked for
- * programmatic dependent launch, its dynamic shared memory, and marlin_w4a16's flags argument.
+ * programmatic dependent launch, its dynamic shared memory, and marlin_w4a16's flags argument;
+ * mrt_fake_cuda_last_grid gives its grid width.
  *
  * The CUDA headers are not included: their macros rename most entry points to the _v2 names,
  * which are defined here directly with the same parameter types.
@@ -316,10 +317,13 @@ static struct {
     int overlap;         /* programmatic stream serialization asked for */
     unsigned shared;
     int marlin_flags; /* -1 when the launch was not marlin_w4a16 */
-} last_launch = {0, 0, 0, -1};
+    unsigned grid_x;
+} last_launch = {0, 0, 0, -1, 0};
 
-static void record_launch(CUfunction f, unsigned shared, void **params, int with_attributes, int overlap)
+static void record_launch(CUfunction f, unsigned grid_x, unsigned shared, void **params, int with_attributes,
+                          int overlap)
 {
+    last_launch.grid_x = grid_x;
     last_launch.with_attributes = with_attributes;
     last_launch.overlap = overlap;
     last_launch.shared = shared;
@@ -334,11 +338,16 @@ FAKE_API void mrt_fake_cuda_last_launch(int *with_attributes, int *overlap, unsi
     *marlin_flags = last_launch.marlin_flags;
 }
 
+FAKE_API unsigned mrt_fake_cuda_last_grid(void)
+{
+    return last_launch.grid_x;
+}
+
 FAKE_API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                                  unsigned bz, unsigned shared, CUstream stream, void **params, void **extra)
 {
-    (void)gx, (void)gy, (void)gz, (void)bx, (void)by, (void)bz, (void)stream, (void)extra;
-    record_launch(f, shared, params, 0, 0);
+    (void)gy, (void)gz, (void)bx, (void)by, (void)bz, (void)stream, (void)extra;
+    record_launch(f, gx, shared, params, 0, 0);
     return FAKE_SUCCESS;
 }
 
@@ -370,7 +379,7 @@ FAKE_API CUresult cuLaunchKernelEx(const fake_launch_config *config, CUfunction 
     for (unsigned i = 0; i < config->count; i++)
         if (config->attrs[i].id == FAKE_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION)
             overlap = config->attrs[i].value.programmatic_stream_serialization != 0;
-    record_launch(f, config->shared, params, 1, overlap);
+    record_launch(f, config->grid_x, config->shared, params, 1, overlap);
     return FAKE_SUCCESS;
 }
 

@@ -173,8 +173,9 @@ static void test_gemm__heuristic_fits_shape_and_device(void **state)
                     }
 }
 
-/* Where the heuristic runs the wgmma kernel: sm_90, M >= 128, and enough 128 x 256 (else
- * 128 x 128) output tiles to give nearly every SM a block; nowhere else. Configurations of
+/* Where the heuristic runs the wgmma kernel: sm_90, M >= 128, N a multiple of 128; 128 x 256
+ * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 8192 deep)
+ * fill the SMs' waves well, else 128 x 128; nowhere else. Configurations of
  * that kernel are valid only within its register and warpgroup limits, and for sm_90 only. */
 static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
 {
@@ -195,10 +196,14 @@ static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
         int n_blocks; /* the wgmma tile width in 16s, 0 for the mma.sync kernel */
     } cases[] = {
         {512, 57344, 8192, 16}, /* 224 x 4 tiles of 128 x 256 */
-        {128, 57344, 8192, 16}, /* 224 */
-        {256, 8192, 8192, 8},   /* 32 x 2 = 64 wide tiles are too few; 64 x 2 = 128 narrow ones do */
-        {128, 8192, 8192, 0},   /* 64 narrow tiles: half the SMs would idle */
-        {512, 4096, 4096, 8},   /* 32 x 4 = 128 */
+        {128, 57344, 8192, 16}, /* 224: 85% of two waves */
+        {256, 8192, 8192, 8},   /* 32 x 2 = 64 wide tiles: split in 2, shares of 4096 are too short */
+        {128, 8192, 8192, 8},   /* 64 narrow tiles, each split in two along K by the launch */
+        {256, 8192, 28672, 16}, /* 64 wide tiles split in 2: shares of 14336 */
+        {128, 8192, 28672, 8},  /* 32 wide tiles would need 4 shares of 7168 */
+        {128, 4096, 14336, 8},  /* 32 narrow tiles, 4 K shares */
+        {512, 192, 4096, 0},    /* N not a multiple of 128 */
+        {512, 4096, 4096, 8},   /* 16 x 4 = 64 wide tiles, shares of 2048 */
         {127, 57344, 8192, 0},  /* below 128 rows */
         {4097, 4096, 1344, 16}, /* K not a multiple of 128: 64-deep steps */
     };
@@ -298,6 +303,28 @@ static int child_launch(const char *store)
         printf("flags=%u ex=%d overlap=%d shared=%u kernel_flags=%d overlapped=%llu\n", (unsigned)settings[i],
                with_attributes, overlap, shared, kernel_flags, (unsigned long long)stats.overlapped_launches);
     }
+    /* The wgmma kernel (sm_90 only): 128 x 128 tiles of a 128 x 256 output are 2 tiles for
+     * the fake's 8 SMs, so the launch splits K into 4 shares (32 steps of 128, 8 each). With
+     * K = 2048 a share would get 4 steps: fewer than 8, so 2 shares of 8. With N = 1024 there
+     * are 8 tiles: no split. */
+    unsigned (*grid)(void) = (unsigned (*)(void))dlsym(fake, "mrt_fake_cuda_last_grid");
+    const mrt_config wide = {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 8, .thread_k_blocks = 8,
+                             .stages = 4, .group_blocks = 8};
+    const int64_t shapes[][3] = {{128, 256, 4096}, {128, 256, 2048}, {129, 256, 4096}, {128, 1024, 4096}};
+    for (size_t i = 0; i < 4; i++) {
+        mrt_gemm_args args = valid_args();
+        args.m = shapes[i][0];
+        args.n = shapes[i][1];
+        args.k = shapes[i][2];
+        mrt_status rc = mrt_gemm_workspace_size(ctx, args.n, &args.workspace_bytes);
+        if (rc == MRT_OK)
+            rc = mrt_gemm(ctx, NULL, &args, &wide);
+        if (rc == MRT_OK)
+            printf("wgmma m=%lld n=%lld k=%lld grid=%u\n", (long long)args.m, (long long)args.n, (long long)args.k,
+                   grid ? grid() : 0);
+        else
+            printf("wgmma: %s\n", mrt_status_str(rc));
+    }
     mrt_context_destroy(ctx);
     return 0;
 }
@@ -328,10 +355,18 @@ static void test_gemm__launch_path_with_fake_driver(void **state)
     } cases[] = {
         {90, "flags=0 ex=1 overlap=1 shared=84480 kernel_flags=0 overlapped=1\n"
              "flags=1 ex=1 overlap=1 shared=84480 kernel_flags=1 overlapped=2\n"
-             "flags=2 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=2\n"},
+             "flags=2 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=2\n"
+             "wgmma m=128 n=256 k=4096 grid=8\n"
+             "wgmma m=128 n=256 k=2048 grid=4\n"
+             "wgmma m=129 n=256 k=4096 grid=8\n"
+             "wgmma m=128 n=1024 k=4096 grid=8\n"},
         {80, "flags=0 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=0\n"
              "flags=1 ex=0 overlap=0 shared=66560 kernel_flags=1 overlapped=0\n"
-             "flags=2 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=0\n"},
+             "flags=2 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=0\n"
+             "wgmma: unsupported shape, configuration or architecture\n"
+             "wgmma: unsupported shape, configuration or architecture\n"
+             "wgmma: unsupported shape, configuration or architecture\n"
+             "wgmma: unsupported shape, configuration or architecture\n"},
     };
     for (size_t i = 0; i < 2; i++) {
         char command[8192];
@@ -839,6 +874,91 @@ static void test_gemm__wgmma_kernel(void **state)
     }
 }
 
+/* The wgmma kernel's K split (launches with fewer output tiles than SMs): K = 16384 on one
+ * 128 x 128 tile is cut into 16 shares of 8 steps (the last to arrive sums 16 slots); three
+ * token tiles (M = 300) make three tiles of 16 shares; K = 4992 (39 steps of 128) gives
+ * shares of unequal length (9 and 10 steps), at M = 129 and M = 1. Then one wide GEMM run 12 times must give the
+ * same bits every time: the pipeline keeps a wgmma in flight across the dequantization and
+ * the stage barriers, and a register or shared-memory hazard there shows up as run-to-run
+ * differences. Skipped (and said so) off sm_90. */
+static void test_gemm__wgmma_k_split_and_repeatability(void **state)
+{
+    gpu *g = *state;
+    require_gpu(g);
+    const mrt_device_info *dev = mrt__device(g->ctx);
+    if (!(dev->cc_major == 9 && dev->cc_minor == 0)) {
+        fprintf(stderr, "[SKIPPED] the wgmma kernel needs sm_90; device %s is sm_%d%d\n", dev->name, dev->cc_major,
+                dev->cc_minor);
+        mrt_test_note_skip();
+        skip();
+    }
+    const mrt_config narrow = {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 8, .thread_k_blocks = 8,
+                               .stages = 4, .group_blocks = 8};
+    const struct {
+        int64_t k, n, m;
+        int splits;
+    } cases[] = {{16384, 128, 128, 16}, {16384, 128, 300, 16}, {4992, 256, 129, 4}, {4992, 256, 1, 4}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (quick() && i == 1)
+            continue;
+        const int splits = mrt__marlin_wgmma_splits(&narrow, cases[i].m, cases[i].n, cases[i].k, dev->sm_count);
+        if (dev->sm_count >= 128 && splits != cases[i].splits)
+            fail_msg("k=%lld n=%lld m=%lld: %d K shares, expected %d", (long long)cases[i].k, (long long)cases[i].n,
+                     (long long)cases[i].m, splits, cases[i].splits);
+        weights w;
+        weights_make(g, &w, cases[i].k, cases[i].n, 128);
+        check_gemm(g, &w, cases[i].m, &narrow);
+        weights_free(g, &w);
+    }
+
+    const mrt_config wide = {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 16, .thread_k_blocks = 8,
+                             .stages = 4, .group_blocks = 8};
+    const int64_t m = 512, k = 4096, n = 4096;
+    weights w;
+    weights_make(g, &w, k, n, 128);
+    const size_t a_bytes = (size_t)(m * k) * 2, c_bytes = (size_t)(m * n) * 2;
+    mrt_half *a = malloc(a_bytes), *first = malloc(c_bytes), *again = malloc(c_bytes);
+    assert_true(a && first && again);
+    for (int64_t i = 0; i < m * k; i++)
+        a[i] = mrt_float_to_half(mrt_test_uniform(-1.0f, 1.0f));
+    const uint64_t d_a = mrt_test_dev_alloc(g->ctx, a_bytes), d_c = mrt_test_dev_alloc(g->ctx, c_bytes);
+    mrt_test_upload(g->ctx, d_a, a, a_bytes);
+    mrt_gemm_args args;
+    memset(&args, 0, sizeof args);
+    args.a = d_a;
+    args.b = w.d_packed;
+    args.scales = w.d_scales;
+    args.c = d_c;
+    args.workspace = g->workspace;
+    args.workspace_bytes = g->workspace_bytes;
+    args.m = m;
+    args.n = n;
+    args.k = k;
+    args.group_size = 128;
+    const int runs = quick() ? 3 : 12;
+    for (int run = 0; run < runs; run++) {
+        mrt_test_memset(g->ctx, d_c, 0xFF, c_bytes);
+        assert_int_equal(mrt_gemm(g->ctx, NULL, &args, &wide), MRT_OK);
+        mrt_test_download(g->ctx, run == 0 ? first : again, d_c, c_bytes);
+        if (run > 0 && memcmp(first, again, c_bytes) != 0) {
+            int64_t differ = 0, at = -1;
+            for (int64_t i = 0; i < m * n; i++)
+                if (first[i] != again[i] && (differ++, at < 0))
+                    at = i;
+            fail_msg("run %d differs from run 0 in %lld elements, first C[%lld][%lld]", run, (long long)differ,
+                     (long long)(at / n), (long long)(at % n));
+        }
+    }
+    mrt_test_dev_free(g->ctx, d_a);
+    mrt_test_dev_free(g->ctx, d_c);
+    free(a);
+    free(first);
+    free(again);
+    /* And the result is right (this also runs it twice more). */
+    check_gemm(g, &w, m, &wide);
+    weights_free(g, &w);
+}
+
 static void test_gemm__too_small_workspace_is_refused(void **state)
 {
     gpu *g = *state;
@@ -894,6 +1014,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gemm__every_group_size),
         cmocka_unit_test(test_gemm__every_configuration),
         cmocka_unit_test(test_gemm__wgmma_kernel),
+        cmocka_unit_test(test_gemm__wgmma_k_split_and_repeatability),
         cmocka_unit_test(test_gemm__large_square),
     };
     int failures = 0;

@@ -324,12 +324,13 @@ static void test_tune__pruning_rules(void **state)
     mrt_config *list;
 
     /* M-blocks: M = 1 needs one; M = 64 keeps 1, 2 and 4 (3 cuts it into as many chunks as 2);
-     * M = 96 keeps 1, 2, 3 (4 makes as many chunks as 3), plus the heuristic's 4 first. */
+     * M = 96 keeps 1, 2, 3 (4 makes as many chunks as 3), plus the heuristic's 4 first, and the
+     * wgmma kernel's 8 (one 128-token tile; K-split, its 4096 x 4096 tiles fill the SMs). */
     const struct {
         int64_t m;
         int wanted; /* bit tmb set for each m-block count expected */
     } mblock_cases[] = {{1, 1 << 1}, {16, 1 << 1}, {17, (1 << 1) | (1 << 2)}, {64, (1 << 1) | (1 << 2) | (1 << 4)},
-                        {96, (1 << 1) | (1 << 2) | (1 << 3)}};
+                        {96, (1 << 1) | (1 << 2) | (1 << 3) | (1 << 8)}};
     for (size_t c = 0; c < COUNT_OF(mblock_cases); c++) {
         list = candidates_of(&dev, mblock_cases[c].m, 4096, 4096, 128, &count, NULL);
         int seen = 0;
