@@ -37,8 +37,10 @@
  * keep at least this fraction of the SMs busy over the waves they need (in percent)... */
 #define WGMMA_WIDE_FILL_PERCENT 80
 /* ...and, when split, each share still runs at least this deep in K: shorter shares lose to
- * 128 x 128 tiles split less (measured on an H200, docs/performance.md v5). */
-#define WGMMA_WIDE_MIN_SHARE_K 8192
+ * 128 x 128 tiles split less (measured on an H200, docs/performance.md v5: 8192 x 8192 at
+ * M = 128, shares of 2048, 39.4 against 41.6 us; 14336 x 4096, shares of 1792, 38.7 against
+ * 36.3 us). */
+#define WGMMA_WIDE_MIN_SHARE_K 2048
 
 /* Pipeline depth of every configuration the library picks itself. */
 #define MARLIN_DEFAULT_STAGES 4

@@ -174,7 +174,7 @@ static void test_gemm__heuristic_fits_shape_and_device(void **state)
 }
 
 /* Where the heuristic runs the wgmma kernel: sm_90, M >= 128, N a multiple of 128; 128 x 256
- * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 8192 deep)
+ * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 2048 deep)
  * fill the SMs' waves well, else 128 x 128; nowhere else. Configurations of
  * that kernel are valid only within its register and warpgroup limits, and for sm_90 only. */
 static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
@@ -197,13 +197,13 @@ static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
     } cases[] = {
         {512, 57344, 8192, 16}, /* 224 x 4 tiles of 128 x 256 */
         {128, 57344, 8192, 16}, /* 224: 85% of two waves */
-        {256, 8192, 8192, 8},   /* 32 x 2 = 64 wide tiles: split in 2, shares of 4096 are too short */
-        {128, 8192, 8192, 8},   /* 64 narrow tiles, each split in two along K by the launch */
+        {256, 8192, 8192, 16},  /* 32 x 2 = 64 wide tiles, split in 2: shares of 4096 */
+        {128, 8192, 8192, 16},  /* 32 wide tiles, split in 4: shares of 2048 */
         {256, 8192, 28672, 16}, /* 64 wide tiles split in 2: shares of 14336 */
-        {128, 8192, 28672, 8},  /* 32 wide tiles would need 4 shares of 7168 */
-        {128, 4096, 14336, 8},  /* 32 narrow tiles, 4 K shares */
+        {128, 8192, 28672, 16}, /* 32 wide tiles split in 4: shares of 7168 */
+        {128, 4096, 14336, 8},  /* 16 wide tiles would need 8 shares of 1792: 32 narrow ones, 4 shares */
         {512, 192, 4096, 0},    /* N not a multiple of 128 */
-        {512, 4096, 4096, 8},   /* 16 x 4 = 64 wide tiles, shares of 2048 */
+        {128, 4096, 4096, 8},   /* 16 wide tiles: 4 shares (8 steps each) leave half the SMs idle */
         {127, 57344, 8192, 0},  /* below 128 rows */
         {4097, 4096, 1344, 16}, /* K not a multiple of 128: 64-deep steps */
     };
