@@ -42,6 +42,19 @@
  * 36.3 us). */
 #define WGMMA_WIDE_MIN_SHARE_K 2048
 
+/* The mma.sync kernel's grid (marlin_blocks): a stripe that does not hold whole columns
+ * shares its first and last columns with its neighbours, and their fp32 sums then make a
+ * round trip through L2 at the end of the launch. Measured on an H200 (docs/performance.md
+ * v6, t256.m1.n16.k16.s4, M = 1): 4096 x 30720 in stripes of 15 steps (columns of 16, all
+ * shared) 26.1 us, 4096 x 32768 in whole columns of 16 on 128 SMs 21.6 us, for 7% more
+ * weights: the hand-over costs about 4 to 6 us, the time to stream some 128 KiB of weights
+ * per SM. So fewer blocks with whole columns are taken when they keep at least this
+ * percentage of the SMs busy... */
+#define MARLIN_WHOLE_MIN_SM_PERCENT 80
+/* ...and add at most this much work per block, counted as weight bytes times m-blocks
+ * (the M = 16 to 64 tiles take longer per weight byte than M = 1). */
+#define MARLIN_WHOLE_MAX_EXTRA_BYTES (128 * 1024)
+
 /* Pipeline depth of every configuration the library picks itself. */
 #define MARLIN_DEFAULT_STAGES 4
 
@@ -140,6 +153,37 @@ static int wgmma_splits(const mrt_config *cfg, int64_t rows, int64_t n, int64_t 
 int mrt__marlin_wgmma_splits(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms)
 {
     return wgmma_splits(cfg, rows, n, k, sms);
+}
+
+/* Blocks of an mma.sync launch over `rows` rows: the kernel stripes the tiles (K steps
+ * fastest) over them, ceil(tiles / blocks) each. At most one per SM; all of them, unless
+ * fewer blocks whose stripes hold whole columns (a multiple of the column's K steps) keep
+ * MARLIN_WHOLE_MIN_SM_PERCENT of the SMs busy for at most MARLIN_WHOLE_MAX_EXTRA_BYTES
+ * more work each, which saves the hand-over of shared columns. */
+static int64_t marlin_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms)
+{
+    const int64_t k_steps = k / (16 * (int64_t)cfg->thread_k_blocks);
+    const int64_t chunks = (rows + 16 * cfg->thread_m_blocks - 1) / (16 * cfg->thread_m_blocks);
+    const int64_t tiles = k_steps * (n / (16 * (int64_t)cfg->thread_n_blocks)) * chunks;
+    const int64_t blocks = tiles < sms ? tiles : sms;
+    const int64_t stripe = (tiles + blocks - 1) / blocks;
+    if (stripe % k_steps == 0)
+        return blocks;
+    const int64_t whole = (stripe + k_steps - 1) / k_steps * k_steps;
+    const int64_t whole_blocks = (tiles + whole - 1) / whole;
+    const int64_t tile_bytes = 128 * (int64_t)cfg->thread_n_blocks * cfg->thread_k_blocks * cfg->thread_m_blocks;
+    if ((tiles + whole_blocks - 1) / whole_blocks == whole && 100 * whole_blocks >= MARLIN_WHOLE_MIN_SM_PERCENT * sms &&
+        (whole - stripe) * tile_bytes <= MARLIN_WHOLE_MAX_EXTRA_BYTES)
+        return whole_blocks;
+    return blocks;
+}
+
+int64_t mrt__marlin_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms)
+{
+    return mrt__marlin_is_wgmma(cfg) ? (n / (16 * (int64_t)cfg->thread_n_blocks)) *
+                                           ((rows + 16 * cfg->thread_m_blocks - 1) / (16 * cfg->thread_m_blocks)) *
+                                           wgmma_splits(cfg, rows, n, k, sms)
+                                     : marlin_blocks(cfg, rows, n, k, sms);
 }
 
 /* Rows of M one launch may cover: a multiple of the chunk height small enough that the
@@ -585,7 +629,6 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
      * 16 * thread_m_blocks rows itself, the last chunk possibly partial. */
     const int64_t n = args->n, k = args->k;
     const int64_t launch_rows = rows_per_launch(&cfg, n, k);
-    const int64_t tiles_per_chunk = (k / (16 * cfg.thread_k_blocks)) * (n / (16 * cfg.thread_n_blocks));
     const int wgmma = mrt__marlin_is_wgmma(&cfg);
     unsigned smem = (unsigned)marlin_smem_bytes(&cfg);
     /* With overlapped launches the next GEMM's blocks are placed while this one runs. If two
@@ -608,14 +651,9 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
     int kernel_flags = (args->flags & MRT_GEMM_WEIGHTS_STATIC) ? 1 : 0;
     for (int64_t row = 0; row < args->m; row += launch_rows) {
         const int64_t rows = args->m - row < launch_rows ? args->m - row : launch_rows;
-        const int64_t chunks = (rows + 16 * cfg.thread_m_blocks - 1) / (16 * cfg.thread_m_blocks);
-        const int64_t tiles = tiles_per_chunk * chunks;
         /* wgmma: one block per (column tile, chunk, K share); mma.sync: striped over the
-         * SMs. */
-        const int64_t blocks = wgmma ? (n / (16 * cfg.thread_n_blocks)) * chunks *
-                                           wgmma_splits(&cfg, rows, n, k, dev->sm_count)
-                                     : (tiles < dev->sm_count ? tiles : dev->sm_count);
-        const unsigned grid[3] = {(unsigned)blocks, 1, 1};
+         * SMs (marlin_blocks). */
+        const unsigned grid[3] = {(unsigned)mrt__marlin_blocks(&cfg, rows, n, k, dev->sm_count), 1, 1};
         uint64_t a = args->a + (uint64_t)(row * k * 2);
         uint64_t c = args->c + (uint64_t)(row * n * 2);
         int prob_m = (int)rows;

@@ -220,12 +220,13 @@ static void tile_counts(const mrt_config *cfg, int64_t m, int64_t n, int64_t k, 
     const int64_t k_steps =
         mrt__marlin_is_wgmma(cfg) ? mrt__marlin_wgmma_splits(cfg, m, n, k, sms) : k / (16 * cfg->thread_k_blocks);
     *tiles = k_steps * (n / (16 * cfg->thread_n_blocks)) * m_chunks(m, cfg->thread_m_blocks);
-    const int64_t grid = *tiles < sms ? *tiles : sms;
+    /* wgmma: one block per tile, in waves of `sms`; mma.sync: the launch's stripes. */
+    const int64_t grid = mrt__marlin_is_wgmma(cfg) ? (*tiles < sms ? *tiles : sms) : mrt__marlin_blocks(cfg, m, n, k, sms);
     *stripe = ceil_div(*tiles, grid);
 }
 
-/* Fraction of the SMs a configuration keeps busy: the grid is min(SMs, tiles) blocks, each
- * with a stripe of ceil(tiles / grid) tiles, so tiles / (SMs x stripe) of the SM time works. */
+/* Fraction of the SMs a configuration keeps busy: the grid has at most SMs blocks, each with
+ * a stripe of ceil(tiles / grid) tiles, so tiles / (SMs x stripe) of the SM time works. */
 static double occupancy(const mrt_config *cfg, int64_t m, int64_t n, int64_t k, int sms)
 {
     int64_t tiles, stripe;

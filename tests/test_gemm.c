@@ -173,6 +173,42 @@ static void test_gemm__heuristic_fits_shape_and_device(void **state)
                     }
 }
 
+/* The mma.sync grid on 132 SMs: one block per SM, striped; fewer blocks where that gives
+ * every stripe whole columns for little more work (at most 128 KiB of weights times
+ * m-blocks per block, at least 80% of the SMs). */
+static void test_gemm__grid_prefers_whole_columns(void **state)
+{
+    (void)state;
+    const struct {
+        int tmb, tnb, tkb;
+        int64_t m, n, k, blocks;
+    } cases[] = {
+        {1, 16, 16, 1, 28672, 4096, 112},   /* stripes of 14 steps in columns of 16: 16 instead */
+        {1, 16, 16, 16, 28672, 4096, 112},  /* same tiles (one chunk) */
+        {2, 16, 16, 32, 28672, 4096, 112},  /* 2 more steps x 32 KiB x 2 m-blocks = 128 KiB */
+        {4, 16, 16, 64, 28672, 4096, 132},  /* x 4 m-blocks: 256 KiB, too much */
+        {1, 16, 16, 1, 57344, 8192, 132},   /* 55 -> 64 steps: 9 x 32 KiB more, too much */
+        {1, 4, 16, 1, 4096, 4096, 132},     /* whole columns would leave half the SMs idle */
+        {1, 16, 16, 1, 33792, 8192, 132},   /* stripes are whole columns already */
+        {1, 16, 16, 1, 32768, 4096, 132},   /* 16 = one column each, on 128 of the blocks */
+        {1, 4, 4, 1, 64, 64, 1},            /* one tile */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const mrt_config cfg = {.threads = 256, .thread_m_blocks = cases[i].tmb, .thread_n_blocks = cases[i].tnb,
+                                .thread_k_blocks = cases[i].tkb, .stages = 4, .group_blocks = 8};
+        const int64_t blocks = mrt__marlin_blocks(&cfg, cases[i].m, cases[i].n, cases[i].k, 132);
+        if (blocks != cases[i].blocks)
+            fail_msg("case %zu: m=%lld n=%lld k=%lld m%d.n%d.k%d: %lld blocks, expected %lld", i, (long long)cases[i].m,
+                     (long long)cases[i].n, (long long)cases[i].k, cases[i].tmb, cases[i].tnb, cases[i].tkb,
+                     (long long)blocks, (long long)cases[i].blocks);
+    }
+    /* The wgmma kernel: one block per output tile and K share. */
+    const mrt_config wide = {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 16, .thread_k_blocks = 8,
+                             .stages = 4, .group_blocks = 8};
+    assert_int_equal(mrt__marlin_blocks(&wide, 512, 57344, 8192, 132), 224 * 4);
+    assert_int_equal(mrt__marlin_blocks(&wide, 128, 8192, 8192, 132), 32 * mrt__marlin_wgmma_splits(&wide, 128, 8192, 8192, 132));
+}
+
 /* Where the heuristic runs the wgmma kernel: sm_90, M >= 128, N a multiple of 128; 128 x 256
  * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 2048 deep)
  * fill the SMs' waves well, else 128 x 128; nowhere else. Configurations of
@@ -687,6 +723,33 @@ static void test_gemm__columns_split_across_many_blocks(void **state)
     }
 }
 
+/* Launches that take fewer blocks than SMs so that every stripe holds whole columns (see
+ * test_gemm__grid_prefers_whole_columns): 4096 x 28672 at M = 1, 16 and 32 runs 112 blocks
+ * of one column each on 132 SMs, no column shared. */
+static void test_gemm__whole_column_grid(void **state)
+{
+    gpu *g = *state;
+    require_gpu(g);
+    const int sms = mrt__device(g->ctx)->sm_count;
+    weights w;
+    weights_make(g, &w, 4096, 28672, 128);
+    const mrt_config one = {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 16, .thread_k_blocks = 16,
+                            .stages = 4, .group_blocks = 8};
+    const mrt_config two = {.threads = 256, .thread_m_blocks = 2, .thread_n_blocks = 16, .thread_k_blocks = 16,
+                            .stages = 4, .group_blocks = 8};
+    if (sms == 132)
+        assert_int_equal(mrt__marlin_blocks(&one, 1, 28672, 4096, sms), 112);
+    else
+        fprintf(stderr, "[gemm] %d SMs: the whole-column grid is %lld blocks here\n", sms,
+                (long long)mrt__marlin_blocks(&one, 1, 28672, 4096, sms));
+    check_gemm(g, &w, 1, &one);
+    if (!quick()) {
+        check_gemm(g, &w, 16, &one);
+        check_gemm(g, &w, 32, &two);
+    }
+    weights_free(g, &w);
+}
+
 /* Back-to-back GEMMs where each reads the previous one's output, launched with programmatic
  * dependent launch on sm_90 (and the weights-static prefetch): if a kernel touched A, C or
  * the shared workspace before its grid wait, the chain would read poison or half-written
@@ -1004,11 +1067,13 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gemm__candidates_are_valid_and_cover_every_group),
         cmocka_unit_test(test_gemm__heuristic_fits_shape_and_device),
         cmocka_unit_test(test_gemm__heuristic_uses_wgmma_where_it_pays),
+        cmocka_unit_test(test_gemm__grid_prefers_whole_columns),
         cmocka_unit_test(test_gemm__launch_path_with_fake_driver),
     };
     const struct CMUnitTest gpu_tests[] = {
         cmocka_unit_test(test_gemm__too_small_workspace_is_refused),
         cmocka_unit_test(test_gemm__columns_split_across_many_blocks),
+        cmocka_unit_test(test_gemm__whole_column_grid),
         cmocka_unit_test(test_gemm__chained_launches_wait_for_their_inputs),
         cmocka_unit_test(test_gemm__every_m_on_several_shapes),
         cmocka_unit_test(test_gemm__every_group_size),
