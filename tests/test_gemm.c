@@ -750,6 +750,44 @@ static void test_gemm__whole_column_grid(void **state)
     weights_free(g, &w);
 }
 
+/* Stripes that run through several columns, each column a segment with its own pipeline
+ * fill and epilogue. On 132 SMs: K = 512 in 256-deep steps (2 per column), M = 100 (7
+ * chunks of 16 rows, so the chunk changes inside stripes) on 116 blocks, stripes of 4 whole
+ * columns; M = 1 one tile per block (every column shared by two); K = 384 in 128-deep steps
+ * with one sub-step per warp (register buffers alternate tile by tile), M = 33: stripes of 5
+ * over columns of 3 (a shared column at each end, whole ones between); per-channel scales
+ * with 2 m-blocks in stripes of 5 over columns of 2; an 8-stage ring longer than the
+ * stripes. */
+static void test_gemm__stripes_through_many_columns(void **state)
+{
+    gpu *g = *state;
+    require_gpu(g);
+    const struct {
+        int64_t k, n;
+        int group;
+        mrt_config cfg;
+        int64_t ms[3];
+    } cases[] = {
+        {512, 4224, 128, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 16,
+                          .stages = 4, .group_blocks = 8}, {1, 17, 100}},
+        {384, 4224, 128, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 8,
+                          .stages = 4, .group_blocks = 8}, {33, 100, 0}},
+        {512, 4480, -1, {.threads = 256, .thread_m_blocks = 2, .thread_n_blocks = 4, .thread_k_blocks = 16,
+                         .stages = 3, .group_blocks = -1}, {100, 0, 0}},
+        {512, 4224, 128, {.threads = 128, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 16,
+                          .stages = 8, .group_blocks = 8}, {1, 100, 0}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        if (quick() && c % 2)
+            continue;
+        weights w;
+        weights_make(g, &w, cases[c].k, cases[c].n, cases[c].group);
+        for (size_t i = 0; i < 3 && cases[c].ms[i]; i++)
+            check_gemm(g, &w, cases[c].ms[i], &cases[c].cfg);
+        weights_free(g, &w);
+    }
+}
+
 /* Back-to-back GEMMs where each reads the previous one's output, launched with programmatic
  * dependent launch on sm_90 (and the weights-static prefetch): if a kernel touched A, C or
  * the shared workspace before its grid wait, the chain would read poison or half-written
@@ -878,6 +916,17 @@ static void test_gemm__every_configuration(void **state)
     }
 }
 
+/* Skips the calling test, and says so, on a device without the wgmma kernel. */
+static void skip_unless_sm90(const mrt_device_info *dev)
+{
+    if (dev->cc_major == 9 && dev->cc_minor == 0)
+        return;
+    fprintf(stderr, "[SKIPPED] the wgmma kernel needs sm_90; device %s is sm_%d%d\n", dev->name, dev->cc_major,
+            dev->cc_minor);
+    mrt_test_note_skip();
+    skip();
+}
+
 /* The sm_90 wgmma kernel (thread_m_blocks 8 or 16) over its tile shapes, K depths, pipeline
  * depths and every group size, at M that leave the last token tile nearly empty (1, 129),
  * half full (200, 320) or full (256, 512). On another GPU it is refused, and the test says
@@ -902,10 +951,7 @@ static void test_gemm__wgmma_kernel(void **state)
         args.n = args.k = 256;
         assert_int_equal(mrt_gemm(g->ctx, NULL, &args, &cfg), MRT_ERR_UNSUPPORTED);
         weights_free(g, &w);
-        fprintf(stderr, "[SKIPPED] the wgmma kernel needs sm_90; device %s is sm_%d%d\n", dev->name,
-                dev->cc_major, dev->cc_minor);
-        mrt_test_note_skip();
-        skip();
+        skip_unless_sm90(dev);
     }
     /* {threads, m-blocks, n-blocks, k-blocks, stages} */
     const int tiles[][5] = {{256, 8, 8, 4, 4},  {256, 8, 16, 4, 4}, {256, 16, 8, 4, 3}, {128, 8, 4, 4, 4},
@@ -949,12 +995,7 @@ static void test_gemm__wgmma_k_split_and_repeatability(void **state)
     gpu *g = *state;
     require_gpu(g);
     const mrt_device_info *dev = mrt__device(g->ctx);
-    if (!(dev->cc_major == 9 && dev->cc_minor == 0)) {
-        fprintf(stderr, "[SKIPPED] the wgmma kernel needs sm_90; device %s is sm_%d%d\n", dev->name, dev->cc_major,
-                dev->cc_minor);
-        mrt_test_note_skip();
-        skip();
-    }
+    skip_unless_sm90(dev);
     const mrt_config narrow = {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 8, .thread_k_blocks = 8,
                                .stages = 4, .group_blocks = 8};
     const struct {
@@ -1074,6 +1115,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gemm__too_small_workspace_is_refused),
         cmocka_unit_test(test_gemm__columns_split_across_many_blocks),
         cmocka_unit_test(test_gemm__whole_column_grid),
+        cmocka_unit_test(test_gemm__stripes_through_many_columns),
         cmocka_unit_test(test_gemm__chained_launches_wait_for_their_inputs),
         cmocka_unit_test(test_gemm__every_m_on_several_shapes),
         cmocka_unit_test(test_gemm__every_group_size),
