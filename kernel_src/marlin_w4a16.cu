@@ -545,11 +545,22 @@ __global__ void __launch_bounds__(THREADS, 1)
             }
         };
 
-        /* Multiply register buffer `buf` (sub-step k of ring slot `slot`): sub-tile j's word
-         * gives the B fragments of its two n8 halves, scaled per group (per-channel scales
-         * are applied once at the end). With FP32_SCALE the unscaled products go to the run
-         * accumulator, which the last sub-step of each run scales into acc. */
-        auto multiply = [&](int buf, int slot, int k) {
+        /* The scale rows a group run that ends in sub-step k of ring slot `slot` is scaled
+         * with (FP32_SCALE only): int4 8*wn + 2*(lane%4) and the next of its group's row. */
+        auto load_run_scales = [&](int slot, int k, int4 &s_even, int4 &s_odd) {
+            const int kk = wk * SUB_STEPS + k;
+            const int group = GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0;
+            const int4 *const srow = sh_s + slot * S_STAGE + group * S_ROW + 8 * wn + 2 * (lane % 4);
+            s_even = srow[0];
+            s_odd = srow[1];
+        };
+
+        /* Multiply register buffer `buf` (sub-step k): sub-tile j's word gives the B
+         * fragments of its two n8 halves, scaled per group (per-channel scales are applied
+         * once at the end). With FP32_SCALE the unscaled products go to the run
+         * accumulator, which the last sub-step of each run scales into acc with the scale
+         * rows s_even, s_odd from load_run_scales. */
+        auto multiply = [&](int buf, int k, const int4 &s_even, const int4 &s_odd) {
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 mrt_u32 b_lo[2], b_hi[2];
@@ -578,11 +589,7 @@ __global__ void __launch_bounds__(THREADS, 1)
             if (FP32_SCALE && k % SCALE_RUN == SCALE_RUN - 1) {
                 /* Accumulator element e of (mb, j, h) is column 16j + 8h + 2*(lane%4) + e%2 of
                  * the warp's 64; in Marlin scale order that column's scale is half 2j + h of
-                 * int4 8*wn + 2*(lane%4) + e%2 of the group's row. */
-                const int kk = wk * SUB_STEPS + k;
-                const int group = GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0;
-                const int4 *const srow = sh_s + slot * S_STAGE + group * S_ROW + 8 * wn + 2 * (lane % 4);
-                const int4 s_even = srow[0], s_odd = srow[1];
+                 * int4 8*wn + 2*(lane%4) + e%2 of the group's row (load_run_scales). */
                 const mrt_u32 even[4] = {(mrt_u32)s_even.x, (mrt_u32)s_even.y, (mrt_u32)s_even.z, (mrt_u32)s_even.w};
                 const mrt_u32 odd[4] = {(mrt_u32)s_odd.x, (mrt_u32)s_odd.y, (mrt_u32)s_odd.z, (mrt_u32)s_odd.w};
 #pragma unroll
@@ -643,8 +650,8 @@ __global__ void __launch_bounds__(THREADS, 1)
 
         /* Main loop. Tile `done` lives in slot done % STAGES (p below). In its last
          * sub-step the block refills slot (p - 1) % STAGES with tile done + STAGES - 1:
-         * that slot's last reader was a load_fragments issued before the barrier of the
-         * previous tile, so every warp is past it. Then it waits for tile done + 1 (at most
+         * that slot's last readers (load_fragments, load_run_scales) ran before the barrier
+         * of the previous tile, so every warp is past them. Then it waits for tile done + 1 (at most
          * STAGES - 2 newer groups pending), syncs, and loads its first sub-step, which
          * overlaps with the multiply of the current last sub-step. */
         int done = 0;
@@ -654,6 +661,12 @@ __global__ void __launch_bounds__(THREADS, 1)
 #pragma unroll
                 for (int k = 0; k < SUB_STEPS; k++) {
                     const int step = p * SUB_STEPS + k;
+                    /* A group run's scales are read before the tile's barrier when the run
+                     * ends with the tile: past it, a faster warp may already be refilling
+                     * this slot with the tile STAGES ahead (found by racecheck). */
+                    int4 s_even = make_int4(0, 0, 0, 0), s_odd = s_even;
+                    if (FP32_SCALE && k % SCALE_RUN == SCALE_RUN - 1)
+                        load_run_scales(p % STAGES, k, s_even, s_odd);
                     if (k == SUB_STEPS - 1) {
                         if (done + STAGES - 1 < kt_count)
                             fetch_tile((p + STAGES - 1) % STAGES, kt_first + done + STAGES - 1);
@@ -664,7 +677,7 @@ __global__ void __launch_bounds__(THREADS, 1)
                     } else {
                         load_fragments((step + 1) % 2, p % STAGES, k + 1);
                     }
-                    multiply(step % 2, p % STAGES, k);
+                    multiply(step % 2, k, s_even, s_odd);
                 }
                 done++;
                 if (done == kt_count)
