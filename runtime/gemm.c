@@ -3,9 +3,9 @@
  * marlin_w4a16 kernel (kernel_src/marlin_w4a16.cu; docs/kernel.md describes the design).
  *
  * Launch contract, mirrored from the kernel source:
- *   grid      (G, 1, 1), G = min(SM count, tiles), tiles = (k / thread_k) * (n / thread_n) *
- *             ceil(rows / (16 * thread_m_blocks)); each launch covers at most
- *             rows_per_launch() rows of M, so every index fits in 32 bits
+ *   grid      (G, 1, 1), G = marlin_blocks() <= min(SM count, tiles), tiles = (k / thread_k) *
+ *             (n / thread_n) * ceil(rows / (16 * thread_m_blocks)); each launch covers at
+ *             most rows_per_launch() rows of M, so every index fits in 32 bits
  *   block     (threads, 1, 1)
  *   smem      marlin_smem_bytes(cfg), the same formula as marlin_w4a16_smem_bytes<>()
  *   params    A, B, C, s (device pointers), prob_m, prob_n, prob_k (int), locks, partials,
