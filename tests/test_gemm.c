@@ -692,6 +692,27 @@ static void test_gemm__large_square(void **state)
     weights_free(g, &w);
 }
 
+/* A weight shape and group size, a configuration, and the M to check it at (0 ends the
+ * list; MRT_TEST_QUICK=1 keeps every other one). */
+typedef struct {
+    int64_t k, n;
+    int group;
+    mrt_config cfg;
+    int64_t ms[5];
+} config_case;
+
+static void check_config_cases(gpu *g, const config_case *cases, size_t count)
+{
+    for (size_t c = 0; c < count; c++) {
+        weights w;
+        weights_make(g, &w, cases[c].k, cases[c].n, cases[c].group);
+        for (size_t i = 0; i < 5 && cases[c].ms[i]; i++)
+            if (!quick() || i % 2 == 0)
+                check_gemm(g, &w, cases[c].ms[i], &cases[c].cfg);
+        weights_free(g, &w);
+    }
+}
+
 /* Columns whose K range is cut into many stripes: K = 16384 on one or two 64-wide columns
  * with a 256-deep K step gives 64 or 128 tiles, so up to 64 blocks share each column (one
  * tile each) and the last to arrive sums up to 64 partial slots; 6 or 7 rows of 16 make
@@ -701,26 +722,15 @@ static void test_gemm__columns_split_across_many_blocks(void **state)
 {
     gpu *g = *state;
     require_gpu(g);
-    const struct {
-        int64_t k, n;
-        mrt_config cfg;
-    } cases[] = {
-        {16384, 64, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 16, .stages = 4,
-                     .group_blocks = 8}},
-        {16384, 128, {.threads = 256, .thread_m_blocks = 2, .thread_n_blocks = 4, .thread_k_blocks = 16, .stages = 3,
-                      .group_blocks = 8}},
-        {4992, 384, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 8, .thread_k_blocks = 8, .stages = 4,
-                     .group_blocks = 8}},
+    const config_case cases[] = {
+        {16384, 64, 128, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 16,
+                          .stages = 4, .group_blocks = 8}, {1, 16, 17, 64, 100}},
+        {16384, 128, 128, {.threads = 256, .thread_m_blocks = 2, .thread_n_blocks = 4, .thread_k_blocks = 16,
+                           .stages = 3, .group_blocks = 8}, {1, 16, 17, 64, 100}},
+        {4992, 384, 128, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 8, .thread_k_blocks = 8,
+                          .stages = 4, .group_blocks = 8}, {1, 16, 17, 64, 100}},
     };
-    const int64_t ms[] = {1, 16, 17, 64, 100};
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        weights w;
-        weights_make(g, &w, cases[c].k, cases[c].n, 128);
-        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
-            if (!quick() || i % 2 == 0)
-                check_gemm(g, &w, ms[i], &cases[c].cfg);
-        weights_free(g, &w);
-    }
+    check_config_cases(g, cases, sizeof cases / sizeof cases[0]);
 }
 
 /* Launches that take fewer blocks than SMs so that every stripe holds whole columns (see
@@ -762,30 +772,17 @@ static void test_gemm__stripes_through_many_columns(void **state)
 {
     gpu *g = *state;
     require_gpu(g);
-    const struct {
-        int64_t k, n;
-        int group;
-        mrt_config cfg;
-        int64_t ms[3];
-    } cases[] = {
+    const config_case cases[] = {
         {512, 4224, 128, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 16,
                           .stages = 4, .group_blocks = 8}, {1, 17, 100}},
         {384, 4224, 128, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 8,
-                          .stages = 4, .group_blocks = 8}, {33, 100, 0}},
+                          .stages = 4, .group_blocks = 8}, {33, 100}},
         {512, 4480, -1, {.threads = 256, .thread_m_blocks = 2, .thread_n_blocks = 4, .thread_k_blocks = 16,
-                         .stages = 3, .group_blocks = -1}, {100, 0, 0}},
+                         .stages = 3, .group_blocks = -1}, {100}},
         {512, 4224, 128, {.threads = 128, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 16,
-                          .stages = 8, .group_blocks = 8}, {1, 100, 0}},
+                          .stages = 8, .group_blocks = 8}, {1, 100}},
     };
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        if (quick() && c % 2)
-            continue;
-        weights w;
-        weights_make(g, &w, cases[c].k, cases[c].n, cases[c].group);
-        for (size_t i = 0; i < 3 && cases[c].ms[i]; i++)
-            check_gemm(g, &w, cases[c].ms[i], &cases[c].cfg);
-        weights_free(g, &w);
-    }
+    check_config_cases(g, cases, sizeof cases / sizeof cases[0]);
 }
 
 /* Back-to-back GEMMs where each reads the previous one's output, launched with programmatic
