@@ -176,7 +176,7 @@ static void test_gemm__heuristic_fits_shape_and_device(void **state)
 /* The mma.sync grid on 132 SMs: one block per SM, striped; fewer blocks where that gives
  * every stripe whole columns for little more work (at most 128 KiB of weights times
  * m-blocks per block, at least 80% of the SMs). */
-static void test_gemm__grid_prefers_whole_columns(void **state)
+static void test_gemm__grid_prefers_aligned_stripes(void **state)
 {
     (void)state;
     const struct {
@@ -192,6 +192,12 @@ static void test_gemm__grid_prefers_whole_columns(void **state)
         {1, 16, 16, 1, 33792, 8192, 132},   /* stripes are whole columns already */
         {1, 16, 16, 1, 32768, 4096, 132},   /* 16 = one column each, on 128 of the blocks */
         {1, 4, 4, 1, 64, 64, 1},            /* one tile */
+        /* Exact fractions of a column: every column cut into equal stripes. */
+        {1, 8, 16, 1, 8192, 28672, 128},    /* stripes of 55 over columns of 112: halves, 56 */
+        {4, 8, 16, 64, 8192, 28672, 128},   /* the same x 4 m-blocks: 64 KiB more */
+        {1, 4, 16, 1, 3840, 12288, 120},    /* 22 over 48: halves of 24 on 120 blocks */
+        {1, 4, 16, 1, 3072, 6144, 132},     /* 9 over 24: 12 would leave 96 blocks */
+        {1, 4, 16, 1, 2560, 6144, 132},     /* 8 divides 24 already */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const mrt_config cfg = {.threads = 256, .thread_m_blocks = cases[i].tmb, .thread_n_blocks = cases[i].tnb,
@@ -733,10 +739,11 @@ static void test_gemm__columns_split_across_many_blocks(void **state)
     check_config_cases(g, cases, sizeof cases / sizeof cases[0]);
 }
 
-/* Launches that take fewer blocks than SMs so that every stripe holds whole columns (see
- * test_gemm__grid_prefers_whole_columns): 4096 x 28672 at M = 1, 16 and 32 runs 112 blocks
- * of one column each on 132 SMs, no column shared. */
-static void test_gemm__whole_column_grid(void **state)
+/* Launches that take fewer blocks than SMs so that every stripe is aligned to the columns
+ * (see test_gemm__grid_prefers_aligned_stripes): 4096 x 28672 at M = 1, 16 and 32 runs 112
+ * blocks of one column each on 132 SMs, no column shared; 12288 x 3840 on 64-wide columns
+ * runs 120 blocks, every column cut into two halves of 24 steps. */
+static void test_gemm__aligned_stripe_grid(void **state)
 {
     gpu *g = *state;
     require_gpu(g);
@@ -757,6 +764,15 @@ static void test_gemm__whole_column_grid(void **state)
         check_gemm(g, &w, 16, &one);
         check_gemm(g, &w, 32, &two);
     }
+    weights_free(g, &w);
+
+    const mrt_config narrow = {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 16,
+                               .stages = 4, .group_blocks = 8};
+    if (sms == 132)
+        assert_int_equal(mrt__marlin_blocks(&narrow, 1, 3840, 12288, sms), 120);
+    weights_make(g, &w, 12288, 3840, 128);
+    check_gemm(g, &w, 1, &narrow);
+    check_gemm(g, &w, 16, &narrow);
     weights_free(g, &w);
 }
 
@@ -1105,13 +1121,13 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gemm__candidates_are_valid_and_cover_every_group),
         cmocka_unit_test(test_gemm__heuristic_fits_shape_and_device),
         cmocka_unit_test(test_gemm__heuristic_uses_wgmma_where_it_pays),
-        cmocka_unit_test(test_gemm__grid_prefers_whole_columns),
+        cmocka_unit_test(test_gemm__grid_prefers_aligned_stripes),
         cmocka_unit_test(test_gemm__launch_path_with_fake_driver),
     };
     const struct CMUnitTest gpu_tests[] = {
         cmocka_unit_test(test_gemm__too_small_workspace_is_refused),
         cmocka_unit_test(test_gemm__columns_split_across_many_blocks),
-        cmocka_unit_test(test_gemm__whole_column_grid),
+        cmocka_unit_test(test_gemm__aligned_stripe_grid),
         cmocka_unit_test(test_gemm__stripes_through_many_columns),
         cmocka_unit_test(test_gemm__chained_launches_wait_for_their_inputs),
         cmocka_unit_test(test_gemm__every_m_on_several_shapes),
