@@ -195,6 +195,17 @@ __device__ __forceinline__ bool mrt_arrive_last(int *counter, int participants)
     return __syncthreads_or(last) != 0;
 }
 
+/* The count of a slice's arrival counter, read early and relaxed (nothing waits for it until
+ * it is used). When it says every other participant has counted in, a fence.acq_rel.gpu by
+ * the same thread makes their partial sums (stored and fenced before they counted in)
+ * visible to it, and to the block once a barrier follows. */
+__device__ __forceinline__ int mrt_load_relaxed(const int *counter)
+{
+    int v;
+    asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(counter) : "memory");
+    return v;
+}
+
 /* Programmatic dependent launch (sm_90 and later; no-ops before). launch_dependents lets
  * the next kernel on the stream be scheduled before this one ends (its blocks take SMs as
  * they free up); wait returns once every kernel this one depends on has completed and its
@@ -647,6 +658,22 @@ __global__ void __launch_bounds__(THREADS, 1)
         mrt_cp_async_wait<STAGES - 2>();
         __syncthreads();
         load_fragments(0, 0, 0);
+        /* When this segment is the slice's first K steps at the end of a stripe that began
+         * with other segments, the slice's other participants took the rest at the start of
+         * theirs and have usually counted in long before this block gets to the end: its
+         * counter is looked at now (after the grid wait) and used only at the segment's end,
+         * where this block, if they all had, is the last and skips its slot, fence and
+         * count-in. (Where all participants run the slice at once, the look would not find
+         * them in, so it is not taken.) Compiled into the wide 256-thread tiles only, the
+         * ones whose stripes run through several columns on the large layers: in the
+         * others the extra code cost up to 4% where the look never applies (v7,
+         * docs/performance.md). */
+        constexpr bool LOOK_AHEAD = THREADS == 256 && TNB == 16;
+        const bool looked = LOOK_AHEAD && slice_blocks > 1 && (int)blockIdx.x == first_block &&
+                            tile != (int)blockIdx.x * iters;
+        int counted_in = 0;
+        if (looked && tid == 0)
+            counted_in = mrt_load_relaxed(locks + first_block);
 
         /* Main loop. Tile `done` lives in slot done % STAGES (p below). In its last
          * sub-step the block refills slot (p - 1) % STAGES with tile done + STAGES - 1:
@@ -731,11 +758,13 @@ __global__ void __launch_bounds__(THREADS, 1)
          * * WARPS_N + wn) * 32 + lane; the counter is the slice's first block's (two split
          * slices never share a first block: the earlier would lie wholly inside that block's
          * stripe and not be split). The last block to arrive sums the slots from first_block
-         * to last_block, its own included, and is the one that writes C. */
+         * to last_block, its own included, and is the one that writes C. A first block that
+         * saw all the others counted in (its look at the counter above) is that last block
+         * without a slot, fence or count-in of its own. */
         bool writes_c = true;
         if (slice_blocks > 1) {
             constexpr int SLOT = FRAGS * WARPS_N * 32;
-            if (wk == 0) {
+            auto store_own = [&]() {
                 float4 *const mine = partials + slot_of((int)blockIdx.x) * SLOT + wn * 32 + lane;
 #pragma unroll
                 for (int mb = 0; mb < TMB; mb++) {
@@ -747,11 +776,23 @@ __global__ void __launch_bounds__(THREADS, 1)
                         }
                     }
                 }
+            };
+            /* Known last (thread 0 saw the others counted in, then fenced: an acquire), the
+             * counter goes back to 0 (nobody else touches it in this launch), and this block,
+             * the slice's first, needs no slot: its sums are the first term already. */
+            const bool seen_all = looked && tid == 0 && counted_in == slice_blocks - 1;
+            if (seen_all)
+                mrt_fence_gpu();
+            const bool others_in = looked && __syncthreads_or(seen_all) != 0;
+            if (!others_in && wk == 0) {
+                store_own();
                 mrt_fence_gpu();
             }
-            writes_c = mrt_arrive_last(locks + first_block, slice_blocks);
+            if (others_in && tid == 0)
+                asm volatile("st.relaxed.gpu.global.b32 [%0], %1;\n" ::"l"(locks + first_block), "r"(0) : "memory");
+            writes_c = others_in || mrt_arrive_last(locks + first_block, slice_blocks);
             if (writes_c && wk == 0) {
-                for (int b = first_block; b <= last_block; b++) {
+                for (int b = others_in ? first_block + 1 : first_block; b <= last_block; b++) {
                     const float4 *const slot = partials + slot_of(b) * SLOT + wn * 32 + lane;
 #pragma unroll
                     for (int mb = 0; mb < TMB; mb++) {

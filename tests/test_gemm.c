@@ -198,6 +198,7 @@ static void test_gemm__grid_prefers_aligned_stripes(void **state)
         {1, 4, 16, 1, 3840, 12288, 120},    /* 22 over 48: halves of 24 on 120 blocks */
         {1, 4, 16, 1, 3072, 6144, 132},     /* 9 over 24: 12 would leave 96 blocks */
         {1, 4, 16, 1, 2560, 6144, 132},     /* 8 divides 24 already */
+        {1, 16, 16, 1, 42240, 4096, 132},   /* 20 over 16: 32 would leave 83 blocks */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const mrt_config cfg = {.threads = 256, .thread_m_blocks = cases[i].tmb, .thread_n_blocks = cases[i].tnb,
@@ -783,7 +784,11 @@ static void test_gemm__aligned_stripe_grid(void **state)
  * with one sub-step per warp (register buffers alternate tile by tile), M = 33: stripes of 5
  * over columns of 3 (a shared column at each end, whole ones between); per-channel scales
  * with 2 m-blocks in stripes of 5 over columns of 2; an 8-stage ring longer than the
- * stripes. */
+ * stripes. Last, 256-wide columns (the tiles with the look-ahead hand-over) of 16 steps in
+ * stripes of 20 on 132 SMs, 4096 x 42240: 99 of the 132 blocks end their stripe with the
+ * first steps of a column whose rest the next block finished at its start, so they find
+ * it counted in and skip their own slot (a slot read by mistake would be NaN poison), at
+ * M = 1 and 16 (fp32 scales) and M = 32 (2 m-blocks). */
 static void test_gemm__stripes_through_many_columns(void **state)
 {
     gpu *g = *state;
@@ -797,6 +802,10 @@ static void test_gemm__stripes_through_many_columns(void **state)
                          .stages = 3, .group_blocks = -1}, {100}},
         {512, 4224, 128, {.threads = 128, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 16,
                           .stages = 8, .group_blocks = 8}, {1, 100}},
+        {4096, 42240, 128, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 16, .thread_k_blocks = 16,
+                            .stages = 4, .group_blocks = 8}, {1, 16}},
+        {4096, 42240, 128, {.threads = 256, .thread_m_blocks = 2, .thread_n_blocks = 16, .thread_k_blocks = 16,
+                            .stages = 4, .group_blocks = 8}, {32}},
     };
     check_config_cases(g, cases, sizeof cases / sizeof cases[0]);
 }
