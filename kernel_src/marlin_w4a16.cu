@@ -176,6 +176,12 @@ __device__ __forceinline__ void mrt_store_cg(float4 *ptr, float4 v)
                  : "memory");
 }
 
+/* An arrival counter put back (to 0) by the block that summed its slice. */
+__device__ __forceinline__ void mrt_store_relaxed(int *counter, int value)
+{
+    asm volatile("st.relaxed.gpu.global.b32 [%0], %1;\n" ::"l"(counter), "r"(value) : "memory");
+}
+
 /* Block-wide: count this block in on `counter` and return, in every thread, whether it was
  * the last of `participants` to arrive. Every thread whose stores the last block reads has
  * fenced before calling; the barrier orders those stores before thread 0's acq_rel atomic,
@@ -190,7 +196,7 @@ __device__ __forceinline__ bool mrt_arrive_last(int *counter, int participants)
         asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(before) : "l"(counter) : "memory");
         last = before == participants - 1;
         if (last)
-            asm volatile("st.relaxed.gpu.global.b32 [%0], %1;\n" ::"l"(counter), "r"(0) : "memory");
+            mrt_store_relaxed(counter, 0);
     }
     return __syncthreads_or(last) != 0;
 }
@@ -789,7 +795,7 @@ __global__ void __launch_bounds__(THREADS, 1)
                 mrt_fence_gpu();
             }
             if (others_in && tid == 0)
-                asm volatile("st.relaxed.gpu.global.b32 [%0], %1;\n" ::"l"(locks + first_block), "r"(0) : "memory");
+                mrt_store_relaxed(locks + first_block, 0);
             writes_c = others_in || mrt_arrive_last(locks + first_block, slice_blocks);
             if (writes_c && wk == 0) {
                 for (int b = others_in ? first_block + 1 : first_block; b <= last_block; b++) {

@@ -173,16 +173,19 @@ static int64_t marlin_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int
     const int64_t stripe = (tiles + blocks - 1) / blocks;
     if (stripe % k_steps == 0 || k_steps % stripe == 0)
         return blocks;
-    /* The shortest aligned stripe at least as long. */
+    /* The shortest aligned stripe at least as long, searched only as far as the extra work
+     * allowed (a few dozen steps at most, so the launch path stays cheap). */
+    const int64_t tile_bytes = 128 * (int64_t)cfg->thread_n_blocks * cfg->thread_k_blocks * cfg->thread_m_blocks;
+    const int64_t longest = stripe + MARLIN_WHOLE_MAX_EXTRA_BYTES / tile_bytes;
     int64_t aligned = (stripe + k_steps - 1) / k_steps * k_steps;
     if (stripe < k_steps)
-        for (aligned = stripe + 1; k_steps % aligned != 0; aligned++)
+        for (aligned = stripe + 1; aligned <= longest && k_steps % aligned != 0; aligned++)
             ;
+    if (aligned > longest)
+        return blocks;
     const int64_t aligned_blocks = (tiles + aligned - 1) / aligned;
-    const int64_t tile_bytes = 128 * (int64_t)cfg->thread_n_blocks * cfg->thread_k_blocks * cfg->thread_m_blocks;
     if ((tiles + aligned_blocks - 1) / aligned_blocks == aligned &&
-        100 * aligned_blocks >= MARLIN_WHOLE_MIN_SM_PERCENT * sms &&
-        (aligned - stripe) * tile_bytes <= MARLIN_WHOLE_MAX_EXTRA_BYTES)
+        100 * aligned_blocks >= MARLIN_WHOLE_MIN_SM_PERCENT * sms)
         return aligned_blocks;
     return blocks;
 }
