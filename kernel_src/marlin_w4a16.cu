@@ -948,6 +948,37 @@ __global__ void __launch_bounds__(THREADS, 1)
 #endif
 
 #if MRT_HAVE_WGMMA
+/* d (64 x 32, fp32, the wgmma accumulator layout) += a (64 x 16 fp16 from registers) x
+ * the 32-wide K-major tile of shared memory described by desc. */
+__device__ __forceinline__ void mrt_wgmma_rs(float (&d)[16], const mrt_u32 (&a)[4], unsigned long long desc)
+{
+    asm volatile("wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+        "}, {%16, %17, %18, %19}, %20, 1, 1, 1, 0;\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc)
+        : "memory");
+}
+
+/* d (64 x 64, fp32, the wgmma accumulator layout) += a (64 x 16 fp16 from registers) x
+ * the 64-wide K-major tile of shared memory described by desc. */
+__device__ __forceinline__ void mrt_wgmma_rs(float (&d)[32], const mrt_u32 (&a)[4], unsigned long long desc)
+{
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+        "}, {%32, %33, %34, %35}, %36, 1, 1, 1, 0;\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc)
+        : "memory");
+}
+
 /* d (64 x 128, fp32, the wgmma accumulator layout) += a (64 x 16 fp16 from registers) x
  * the 128-wide K-major tile of shared memory described by desc. */
 __device__ __forceinline__ void mrt_wgmma_rs(float (&d)[64], const mrt_u32 (&a)[4], unsigned long long desc)
@@ -1077,65 +1108,35 @@ __device__ constexpr int marlin_w4a16_wgmma_smem_bytes()
     return 1024 + (pipeline > output ? pipeline : output);
 }
 
+#if MRT_HAVE_WGMMA
 /*
- * Template parameters (the fields of mrt_config; thread_m_blocks 8 or 16 selects this
- * kernel):
- *   THREADS   128 or 256 (one or two warpgroups)
- *   TMB       16-row blocks of A (tokens) per block tile: 8 or 16 (wgmma n128 or n256)
- *   TNB       16-column blocks of C per block tile: 4*THREADS/32 / ... see WG_M below
- *   TKB       16-deep blocks per stage: 4 or 8
- *   STAGES    3..8
- *   GROUP_BLOCKS as in marlin_w4a16
+ * One block of marlin_w4a16_wgmma (see its template parameters): the first RUN of the tile's
+ * TOK = 16*TMB token rows, RUN = TOK, TOK/2 or TOK/4 (wgmma n = RUN). A chunk of M that
+ * holds at most half or a quarter of a tile's rows computes only those: the tensor cores
+ * spend their time on rows that exist (M = 64 on 128-row tiles runs m64n64 wgmmas, not
+ * m64n128 ones half of zeros). Shared memory keeps the layout of TOK rows; only the first
+ * RUN of each atom are filled and read. m_tile, split, n_tile: this block's place in the
+ * launch (see the kernel).
  */
-template <int THREADS, int TMB, int TNB, int TKB, int STAGES, int GROUP_BLOCKS>
-__global__ void __launch_bounds__(THREADS, 1)
-    marlin_w4a16_wgmma(const int4 *__restrict__ A, const int4 *__restrict__ B, int4 *__restrict__ C,
-                       const int4 *__restrict__ s, int prob_m, int prob_n, int prob_k, int *locks,
-                       float4 *partials, int flags)
+template <int THREADS, int TMB, int TNB, int TKB, int STAGES, int GROUP_BLOCKS, int RUN>
+__device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__ A, const int4 *__restrict__ B,
+                                                        int4 *__restrict__ C, const int4 *__restrict__ s,
+                                                        int prob_m, int prob_n, int prob_k, int *locks,
+                                                        float4 *partials, int m_tiles, int splits)
 {
     constexpr int WGS = THREADS / 128;
     constexpr int TOK = 16 * TMB;
     constexpr int FEAT = 16 * TNB;
     constexpr int WG_M = FEAT / (64 * WGS);
     constexpr bool GROUPED = GROUP_BLOCKS != -1;
-    static_assert(THREADS == 128 || THREADS == 256, "THREADS must be 128 or 256");
-    static_assert(TMB == 8 || TMB == 16, "THREAD_M_BLOCKS must be 8 or 16");
-    static_assert(WG_M >= 1 && WG_M * 64 * WGS == FEAT && WG_M * TOK <= 128 * WGS,
-                  "each warpgroup takes 64 or 128 features; at most 64 accumulators per thread with 128 "
-                  "threads, 128 with 256");
-    static_assert(TKB == 4 || TKB == 8, "THREAD_K_BLOCKS must be 4 or 8");
-    static_assert(STAGES >= 3 && STAGES <= 8, "STAGES must be 3..8");
-    static_assert(GROUP_BLOCKS == -1 || GROUP_BLOCKS == 2 || GROUP_BLOCKS == 4 || GROUP_BLOCKS == 8,
-                  "GROUP_BLOCKS must be -1, 2, 4 or 8");
-#if !MRT_HAVE_WGMMA
-    asm volatile("trap;");
-#else
+    static_assert(RUN == TOK || RUN == TOK / 2 || RUN == TOK / 4, "RUN is TOK, TOK/2 or TOK/4");
     constexpr int BLOCKS64 = TNB / 4;                    /* packed 64-column blocks per tile */
     constexpr int ATOMS = TKB / 4;                       /* 64-deep swizzle atoms per stage */
     constexpr int A_STAGE = ATOMS * TOK * 128;           /* bytes, a multiple of 1024 */
     constexpr int B_STAGE = TKB * BLOCKS64 * 512;        /* bytes */
     constexpr int S_ROWS = !GROUPED ? 0 : (GROUP_BLOCKS < TKB ? TKB / GROUP_BLOCKS : 1);
     constexpr int S_STAGE = S_ROWS * FEAT * 2;           /* bytes */
-    constexpr int SMEM_BYTES = marlin_w4a16_wgmma_smem_bytes<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>();
     constexpr int C_ROW = FEAT + 8;                      /* halves per staged output row */
-
-    const int m_tiles = (prob_m + TOK - 1) / TOK;
-    const int n_tiles = prob_n / FEAT;
-    {
-        mrt_u32 dynamic_smem;
-        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_smem));
-        if (dynamic_smem < (mrt_u32)SMEM_BYTES || prob_m < 1 || prob_n % FEAT != 0 || prob_k % (16 * TKB) != 0 ||
-            (GROUPED && prob_k % (16 * GROUP_BLOCKS) != 0))
-            asm volatile("trap;");
-    }
-    /* The launch has `splits` blocks per output tile (gridDim.x = tiles * splits), each
-     * summing one contiguous share of K. */
-    const int tiles = m_tiles * n_tiles;
-    const int splits = mrt_imax((int)gridDim.x / tiles, 1);
-    if ((int)blockIdx.x >= tiles * splits)
-        return;
-    /* The activations and C belong to the stream's previous kernels. */
-    mrt_grid_wait();
 
     const int tid = threadIdx.x;
     const int lane = tid % 32;
@@ -1176,7 +1177,7 @@ __global__ void __launch_bounds__(THREADS, 1)
      * than all at once at the stage barrier where the tensor cores would wait for them. Part
      * is a compile-time constant wherever this is called (unrolled loops). */
     constexpr int PARTS = TKB;
-    constexpr int A_CHUNKS = TOK * 2 * TKB;
+    constexpr int A_CHUNKS = RUN * 2 * TKB;
     constexpr int A_ITERS = (A_CHUNKS + THREADS - 1) / THREADS;
     auto fetch = [&](int slot, int ks, int part) {
         if (ks < k_steps) {
@@ -1234,11 +1235,11 @@ __global__ void __launch_bounds__(THREADS, 1)
         scale_off[t] = (j / 4) * 32 + 4 * (lane / 4) + j % 4;
     }
 
-    float acc[WG_M][TOK / 2];
+    float acc[WG_M][RUN / 2];
 #pragma unroll
     for (int t = 0; t < WG_M; t++)
 #pragma unroll
-        for (int i = 0; i < TOK / 2; i++)
+        for (int i = 0; i < RUN / 2; i++)
             acc[t][i] = 0.0f;
 
 #pragma unroll
@@ -1247,7 +1248,18 @@ __global__ void __launch_bounds__(THREADS, 1)
         for (int part = 0; part < PARTS; part++)
             fetch(i, i, part);
 
-    mrt_u32 frag[2][WG_M][4] = {};
+    /* The wgmmas of KG consecutive 16-deep sub-steps form one commit group (a "unit"): a
+     * narrow chunk's wgmmas are short, and a group per sub-step would leave the tensor
+     * cores waiting on the group's fixed latency; KG = TOK / RUN (at most half a stage)
+     * gives every group the same tensor work as a full-width one. Two register sets: the
+     * unit in flight reads one while the next unit is dequantized into the other. */
+    constexpr int KG = TOK / RUN < TKB / 2 ? TOK / RUN : TKB / 2;
+    constexpr int UNITS = TKB / KG;
+    /* The sets alternate by unit parity within a stage; an even count of units per stage
+     * keeps them alternating from one stage to the next (an odd one would refill the set
+     * the last unit of the stage before may still be reading). */
+    static_assert(TKB % KG == 0 && UNITS % 2 == 0, "an even count of whole units per stage");
+    mrt_u32 frag[2][KG][WG_M][4] = {};
     for (int ks = 0; ks < k_steps; ks++) {
         const int slot = ks % STAGES;
         mrt_cp_async_wait<STAGES - 3>();
@@ -1256,75 +1268,93 @@ __global__ void __launch_bounds__(THREADS, 1)
 
         const mrt_u32 *const b_words = sh_b + slot * (B_STAGE / 4);
         const mrt_u32 *const s_words = sh_s + slot * (S_STAGE / 4);
-        /* Sub-step kk's packed weight and scale words of this thread (read ahead, so the
+        /* Unit u's packed weight and scale words of this thread (read ahead, so the
          * shared-memory latency hides behind the wgmma issue), then dequantized and scaled
-         * into frag[kk % 2]. */
-        mrt_u32 raw[WG_M], sw[WG_M];
-        auto load_step = [&](int kk) {
+         * into frag[u % 2]. */
+        mrt_u32 raw[KG][WG_M], sw[KG][WG_M];
+        auto load_unit = [&](int u) {
 #pragma unroll
-            for (int t = 0; t < WG_M; t++) {
-                raw[t] = b_words[kk * (BLOCKS64 * 128) + word_off[t]];
-                const int srow = GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0;
-                sw[t] = GROUPED ? s_words[srow * (FEAT / 2) + scale_off[t]] : 0u;
-            }
-        };
-        auto dequant_step = [&](int kk) {
+            for (int q = 0; q < KG; q++)
 #pragma unroll
-            for (int t = 0; t < WG_M; t++) {
-                mrt_u32 lo[2], hi[2];
-                mrt_dequant(raw[t], lo);
-                mrt_dequant(raw[t] >> 8, hi);
-                if (GROUPED) {
-                    lo[0] = mrt_hmul2_by_half<false>(lo[0], sw[t]);
-                    lo[1] = mrt_hmul2_by_half<false>(lo[1], sw[t]);
-                    hi[0] = mrt_hmul2_by_half<true>(hi[0], sw[t]);
-                    hi[1] = mrt_hmul2_by_half<true>(hi[1], sw[t]);
+                for (int t = 0; t < WG_M; t++) {
+                    const int kk = u * KG + q;
+                    raw[q][t] = b_words[kk * (BLOCKS64 * 128) + word_off[t]];
+                    const int srow = GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0;
+                    sw[q][t] = GROUPED ? s_words[srow * (FEAT / 2) + scale_off[t]] : 0u;
                 }
-                frag[kk % 2][t][0] = lo[0];
-                frag[kk % 2][t][1] = hi[0];
-                frag[kk % 2][t][2] = lo[1];
-                frag[kk % 2][t][3] = hi[1];
-            }
         };
-        load_step(0);
-        dequant_step(0);
+        auto dequant_unit = [&](int u) {
 #pragma unroll
-        for (int kk = 0; kk < TKB; kk++) {
-            if (kk + 1 < TKB)
-                load_step(kk + 1);
-            const mrt_u32 a_addr = sh_a_addr + slot * A_STAGE + (kk / 4) * (TOK * 128) + (kk % 4) * 32;
-            const unsigned long long desc = mrt_wgmma_desc(a_addr);
+            for (int q = 0; q < KG; q++)
+#pragma unroll
+                for (int t = 0; t < WG_M; t++) {
+                    mrt_u32 lo[2], hi[2];
+                    mrt_dequant(raw[q][t], lo);
+                    mrt_dequant(raw[q][t] >> 8, hi);
+                    if (GROUPED) {
+                        lo[0] = mrt_hmul2_by_half<false>(lo[0], sw[q][t]);
+                        lo[1] = mrt_hmul2_by_half<false>(lo[1], sw[q][t]);
+                        hi[0] = mrt_hmul2_by_half<true>(hi[0], sw[q][t]);
+                        hi[1] = mrt_hmul2_by_half<true>(hi[1], sw[q][t]);
+                    }
+                    frag[u % 2][q][t][0] = lo[0];
+                    frag[u % 2][q][t][1] = hi[0];
+                    frag[u % 2][q][t][2] = lo[1];
+                    frag[u % 2][q][t][3] = hi[1];
+                }
+        };
+        load_unit(0);
+        dequant_unit(0);
+#pragma unroll
+        for (int u = 0; u < UNITS; u++) {
+            if (u + 1 < UNITS)
+                load_unit(u + 1);
 #pragma unroll
             for (int t = 0; t < WG_M; t++)
                 mrt_fence_acc(acc[t]);
             mrt_wgmma_fence();
 #pragma unroll
-            for (int t = 0; t < WG_M; t++)
-                mrt_wgmma_rs(acc[t], frag[kk % 2][t], desc);
+            for (int q = 0; q < KG; q++) {
+                const int kk = u * KG + q;
+                const mrt_u32 a_addr = sh_a_addr + slot * A_STAGE + (kk / 4) * (TOK * 128) + (kk % 4) * 32;
+                const unsigned long long desc = mrt_wgmma_desc(a_addr);
+#pragma unroll
+                for (int t = 0; t < WG_M; t++)
+                    mrt_wgmma_rs(acc[t], frag[u % 2][q][t], desc);
+            }
             mrt_wgmma_commit();
-            fetch((ks + STAGES - 2) % STAGES, ks + STAGES - 2, kk);
+#pragma unroll
+            for (int q = 0; q < KG; q++)
+                fetch((ks + STAGES - 2) % STAGES, ks + STAGES - 2, u * KG + q);
             /* One group stays in flight: wait for the previous one (which read the other
-             * register set), and only then refill that set with the next sub-step's weights
+             * register set), and only then refill that set with the next unit's weights
              * while this group runs. The previous set is kept alive up to the wait, so no
              * other value is given its registers while a wgmma may still read them. */
             mrt_wgmma_wait<1>();
 #pragma unroll
-            for (int t = 0; t < WG_M; t++) {
+            for (int t = 0; t < WG_M; t++)
                 mrt_fence_acc(acc[t]);
-                mrt_keep_alive(frag[(kk + 1) % 2][t]);
-            }
-            if (kk + 1 < TKB)
-                dequant_step(kk + 1);
+#pragma unroll
+            for (int q = 0; q < KG; q++)
+#pragma unroll
+                for (int t = 0; t < WG_M; t++)
+                    mrt_keep_alive(frag[(u + 1) % 2][q][t]);
+            if (u + 1 < UNITS)
+                dequant_unit(u + 1);
         }
     }
     /* The last group, before its accumulators and its register operand are touched. */
     mrt_wgmma_wait<0>();
 #pragma unroll
-    for (int t = 0; t < WG_M; t++) {
+    for (int t = 0; t < WG_M; t++)
         mrt_fence_acc(acc[t]);
-        mrt_keep_alive(frag[0][t]);
-        mrt_keep_alive(frag[1][t]);
-    }
+#pragma unroll
+    for (int q = 0; q < KG; q++)
+#pragma unroll
+        for (int t = 0; t < WG_M; t++) {
+            mrt_keep_alive(frag[0][q][t]);
+            mrt_keep_alive(frag[1][q][t]);
+        }
 
     mrt_cp_async_wait<0>();
     __syncthreads();
@@ -1334,13 +1364,16 @@ __global__ void __launch_bounds__(THREADS, 1)
      * order, its own included (read back: the accumulators need not stay live across the
      * hand-over), so the result does not depend on who came last. */
     if (splits > 1) {
-        constexpr int SLOT = WG_M * TOK / 8 * THREADS; /* float4 per share */
-        float4 *const slots = partials + (long long)tile * splits * SLOT + tid;
+        /* A tile's slots are spaced for TOK rows whatever this chunk's RUN: the chunks of one
+         * launch may run different widths, and their regions must not overlap. */
+        constexpr int SLOT = WG_M * RUN / 8 * THREADS;        /* float4 per share */
+        constexpr int TILE_SLOTS = WG_M * TOK / 8 * THREADS;  /* float4 per share of a TOK-row tile */
+        float4 *const slots = partials + (long long)tile * splits * TILE_SLOTS + tid;
 #pragma unroll
         for (int t = 0; t < WG_M; t++)
 #pragma unroll
-            for (int i = 0; i < TOK / 8; i++)
-                mrt_store_cg(slots + (long long)split * SLOT + (t * (TOK / 8) + i) * THREADS,
+            for (int i = 0; i < RUN / 8; i++)
+                mrt_store_cg(slots + (long long)split * SLOT + (t * (RUN / 8) + i) * THREADS,
                              make_float4(acc[t][4 * i], acc[t][4 * i + 1], acc[t][4 * i + 2], acc[t][4 * i + 3]));
         mrt_fence_gpu();
         if (!mrt_arrive_last(locks + tile, splits))
@@ -1351,14 +1384,14 @@ __global__ void __launch_bounds__(THREADS, 1)
 #pragma unroll
         for (int t = 0; t < WG_M; t++)
 #pragma unroll
-            for (int i = 0; i < TOK / 2; i++)
+            for (int i = 0; i < RUN / 2; i++)
                 acc[t][i] = 0.0f;
         for (int sh = 0; sh < splits; sh++) {
 #pragma unroll
             for (int t = 0; t < WG_M; t++)
 #pragma unroll
-                for (int i = 0; i < TOK / 8; i++) {
-                    const float4 v = mrt_load_cg(slots + (long long)sh * SLOT + (t * (TOK / 8) + i) * THREADS);
+                for (int i = 0; i < RUN / 8; i++) {
+                    const float4 v = mrt_load_cg(slots + (long long)sh * SLOT + (t * (RUN / 8) + i) * THREADS);
                     acc[t][4 * i] += v.x;
                     acc[t][4 * i + 1] += v.y;
                     acc[t][4 * i + 2] += v.z;
@@ -1386,7 +1419,7 @@ __global__ void __launch_bounds__(THREADS, 1)
                 asm("{ .reg .b16 x; mov.b16 x, %1; cvt.f32.f16 %0, x; }\n" : "=f"(scale) : "h"(bits));
             }
 #pragma unroll
-            for (int i = 0; i < TOK / 8; i++)
+            for (int i = 0; i < RUN / 8; i++)
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     const int token = 8 * i + 2 * (lane % 4) + e;
@@ -1398,8 +1431,9 @@ __global__ void __launch_bounds__(THREADS, 1)
         }
     }
     __syncthreads();
-    const int rows = mrt_imin(TOK, prob_m - m0);
-    constexpr int C_CHUNKS = TOK * FEAT / 8;
+    const int rows = mrt_imin(RUN, prob_m - m0);
+    constexpr int C_CHUNKS = RUN * FEAT / 8;
+    static_assert(C_CHUNKS % THREADS == 0, "whole rounds of output chunks");
     int4 *const c_tile = C + (long long)m0 * c_gl_row + n0 / 8;
     const int4 *const staged = reinterpret_cast<const int4 *>(base);
 #pragma unroll
@@ -1410,5 +1444,81 @@ __global__ void __launch_bounds__(THREADS, 1)
         if (row < rows)
             c_tile[(long long)row * c_gl_row + c] = staged[row * (C_ROW / 8) + c];
     }
+}
+#endif
+
+/*
+ * Template parameters (the fields of mrt_config; thread_m_blocks 8 or 16 selects this
+ * kernel):
+ *   THREADS   128 or 256 (one or two warpgroups)
+ *   TMB       16-row blocks of A (tokens) per block tile: 8 or 16 (wgmma n128 or n256)
+ *   TNB       16-column blocks of C per block tile: 4*THREADS/32 / ... see WG_M below
+ *   TKB       16-deep blocks per stage: 4 or 8
+ *   STAGES    3..8
+ *   GROUP_BLOCKS as in marlin_w4a16
+ */
+template <int THREADS, int TMB, int TNB, int TKB, int STAGES, int GROUP_BLOCKS>
+__global__ void __launch_bounds__(THREADS, 1)
+    marlin_w4a16_wgmma(const int4 *__restrict__ A, const int4 *__restrict__ B, int4 *__restrict__ C,
+                       const int4 *__restrict__ s, int prob_m, int prob_n, int prob_k, int *locks,
+                       float4 *partials, int flags)
+{
+    constexpr int WGS = THREADS / 128;
+    constexpr int TOK = 16 * TMB;
+    constexpr int FEAT = 16 * TNB;
+    constexpr int WG_M = FEAT / (64 * WGS);
+    constexpr bool GROUPED = GROUP_BLOCKS != -1;
+    static_assert(THREADS == 128 || THREADS == 256, "THREADS must be 128 or 256");
+    static_assert(TMB == 8 || TMB == 16, "THREAD_M_BLOCKS must be 8 or 16");
+    static_assert(WG_M >= 1 && WG_M * 64 * WGS == FEAT && WG_M * TOK <= 128 * WGS,
+                  "each warpgroup takes 64 or 128 features; at most 64 accumulators per thread with 128 "
+                  "threads, 128 with 256");
+    static_assert(TKB == 4 || TKB == 8, "THREAD_K_BLOCKS must be 4 or 8");
+    static_assert(STAGES >= 3 && STAGES <= 8, "STAGES must be 3..8");
+    static_assert(GROUP_BLOCKS == -1 || GROUP_BLOCKS == 2 || GROUP_BLOCKS == 4 || GROUP_BLOCKS == 8,
+                  "GROUP_BLOCKS must be -1, 2, 4 or 8");
+#if !MRT_HAVE_WGMMA
+    asm volatile("trap;");
+#else
+    constexpr int SMEM_BYTES = marlin_w4a16_wgmma_smem_bytes<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>();
+
+    const int m_tiles = (prob_m + TOK - 1) / TOK;
+    const int n_tiles = prob_n / FEAT;
+    {
+        mrt_u32 dynamic_smem;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_smem));
+        if (dynamic_smem < (mrt_u32)SMEM_BYTES || prob_m < 1 || prob_n % FEAT != 0 || prob_k % (16 * TKB) != 0 ||
+            (GROUPED && prob_k % (16 * GROUP_BLOCKS) != 0))
+            asm volatile("trap;");
+    }
+    /* The launch has `splits` blocks per output tile (gridDim.x = tiles * splits), each
+     * summing one contiguous share of K. */
+    const int tiles = m_tiles * n_tiles;
+    const int splits = mrt_imax((int)gridDim.x / tiles, 1);
+    if ((int)blockIdx.x >= tiles * splits)
+        return;
+    /* The activations and C belong to the stream's previous kernels. */
+    mrt_grid_wait();
+
+    /* The rows of this block's chunk of M pick the wgmma width (see marlin_w4a16_wgmma_tile),
+     * in tiles of two m64 tiles per warpgroup. With one, the narrow paths' code alone cost
+     * the full-width path 4-5% (H200, t256.m8.n8.k8.s4 at M = 128 and 256; the full-width
+     * code is otherwise the same instruction for instruction), and their narrow runs lost
+     * to the two-tile ones at M <= 64 anyway: they run every chunk full width. */
+    if constexpr (WG_M == 2) {
+        const int rows = prob_m - ((int)blockIdx.x % m_tiles) * TOK;
+        if (rows <= TOK / 4) {
+            marlin_w4a16_wgmma_tile<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS, TOK / 4>(
+                A, B, C, s, prob_m, prob_n, prob_k, locks, partials, m_tiles, splits);
+            return;
+        }
+        if (rows <= TOK / 2) {
+            marlin_w4a16_wgmma_tile<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS, TOK / 2>(
+                A, B, C, s, prob_m, prob_n, prob_k, locks, partials, m_tiles, splits);
+            return;
+        }
+    }
+    marlin_w4a16_wgmma_tile<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS, TOK>(
+        A, B, C, s, prob_m, prob_n, prob_k, locks, partials, m_tiles, splits);
 #endif
 }

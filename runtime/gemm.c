@@ -30,6 +30,11 @@
 #define MARLIN_DIM_LIMIT ((int64_t)1 << 24)
 /* From this M on, sm_90 devices run the wgmma kernel (thread_m_blocks 8). */
 #define WGMMA_MIN_M 128
+/* From this M up to 64, they run its 128 x 256 tiles, whose one chunk of at most 64 rows
+ * runs 64-token wgmmas, where those tiles fill the SMs (wgmma_config). Measured at M = 64 on
+ * an H200 (docs/performance.md v8); from 49 rows on, the mma.sync kernel's tile is as tall
+ * as at 64 (4 m-blocks), so the comparison is the same one. */
+#define WGMMA_NARROW_MIN_M 49
 /* Fewest K steps (of thread_k) a share of a K-split wgmma tile gets: shorter shares spend
  * more of their time filling the ring and handing over partial sums than computing. */
 #define WGMMA_MIN_SHARE_STEPS 8
@@ -120,6 +125,13 @@ static int64_t wgmma_smem_bytes(const mrt_config *cfg)
 int mrt__marlin_is_wgmma(const mrt_config *cfg)
 {
     return cfg->thread_m_blocks >= 8;
+}
+
+/* Mirrors the kernel's dispatch: tiles with two m64 tiles per warpgroup run a chunk of at
+ * most a quarter or a half of their rows with wgmmas that narrow. */
+int mrt__marlin_wgmma_runs_narrow(const mrt_config *cfg)
+{
+    return mrt__marlin_is_wgmma(cfg) && cfg->threads > 0 && 16 * cfg->thread_n_blocks == 2 * 64 * (cfg->threads / 128);
 }
 
 /* Workspace pieces for a device with `sms` multiprocessors (the grid never exceeds it). */
@@ -361,10 +373,12 @@ static void heuristic_config(mrt_config *cfg, int thread_m_blocks, int n_blocks,
  * wgmma_splits) keep WGMMA_WIDE_FILL_PERCENT of the SMs busy over their waves, with shares
  * at least WGMMA_WIDE_MIN_SHARE_K deep when split; else 128 x 128 (split as needed);
  * 128-deep steps where K allows, 4 stages. Measured on an H200, docs/performance.md v5.
- * Returns 0 when the wgmma kernel cannot take N (not a multiple of 128). */
+ * Below WGMMA_MIN_M (M in WGMMA_NARROW_MIN_M..64) only the 128 x 256 tiles run narrow
+ * chunks: those, where they fill the SMs so (shares of any depth: measured, v8), else none.
+ * Returns 0 when the wgmma kernel is not the pick (N not a multiple of 128, or as above). */
 static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int group_size, int sms)
 {
-    if (n % 128 != 0)
+    if (n % 128 != 0 || (m < WGMMA_MIN_M && n % 256 != 0))
         return 0;
     memset(cfg, 0, sizeof *cfg);
     cfg->threads = 256;
@@ -373,15 +387,17 @@ static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int gr
     cfg->thread_k_blocks = k % 128 == 0 ? 8 : 4;
     cfg->stages = 4;
     cfg->group_blocks = marlin_group_blocks(group_size, k);
-    int wide = 0;
+    int fills = 0, deep = 0;
     if (n % 256 == 0) {
         const int64_t splits = wgmma_splits(cfg, m, n, k, sms);
         const int64_t blocks = (n / 256) * ((m + 127) / 128) * splits;
         const int64_t waves = (blocks + sms - 1) / sms;
-        wide = 100 * blocks >= WGMMA_WIDE_FILL_PERCENT * waves * sms &&
-               (splits == 1 || k / splits >= WGMMA_WIDE_MIN_SHARE_K);
+        fills = 100 * blocks >= WGMMA_WIDE_FILL_PERCENT * waves * sms;
+        deep = splits == 1 || k / splits >= WGMMA_WIDE_MIN_SHARE_K;
     }
-    if (!wide)
+    if (m < WGMMA_MIN_M)
+        return fills;
+    if (!(fills && deep))
         cfg->thread_n_blocks = 8;
     return 1;
 }
@@ -410,7 +426,7 @@ static void pick_config(int64_t m, int64_t n, int64_t k, int group_size, const m
     }
     if (!n_blocks)
         n_blocks = 4;
-    if (dev && dev->cc_major == 9 && dev->cc_minor == 0 && m >= WGMMA_MIN_M &&
+    if (dev && dev->cc_major == 9 && dev->cc_minor == 0 && (m >= WGMMA_MIN_M || (m >= WGMMA_NARROW_MIN_M && m <= 64)) &&
         wgmma_config(cfg, m, n, k, group_size, sms) && marlin_smem_bytes(cfg) <= dev->max_smem_optin)
         return;
     heuristic_config(cfg, thread_m_blocks, n_blocks, k_blocks, marlin_group_blocks(group_size, k));

@@ -104,6 +104,9 @@ mrt_status mrt__marlin_arch_check(const mrt_config *cfg, int arch, int *arch_spe
 /* Whether cfg selects the sm_90 wgmma kernel (thread_m_blocks 8 or 16) rather than the
  * mma.sync kernel. */
 int mrt__marlin_is_wgmma(const mrt_config *cfg);
+/* Whether the wgmma configuration runs chunks of M of at most a half or a quarter of its
+ * token rows with wgmmas that narrow (the kernel compiles those paths only for them). */
+int mrt__marlin_wgmma_runs_narrow(const mrt_config *cfg);
 
 /* The kernel with this name, or NULL. */
 const mrt__kernel *mrt__kernel_find(const char *name);

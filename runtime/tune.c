@@ -246,10 +246,14 @@ static mrt__prune structural_reason(const mrt_config *cfg, int64_t m, int64_t n,
     if (n % (16 * cfg->thread_n_blocks) != 0 || k % (16 * cfg->thread_k_blocks) != 0 ||
         cfg->group_blocks != mrt__marlin_group_blocks(group_size, k))
         return MRT_PRUNE_SHAPE;
-    /* The wgmma kernel's token tiles are 128 or 256 rows: worth trying past 64 rows, the
-     * 256-row one past 128. */
+    /* The wgmma kernel's token tiles are 128 or 256 rows, worth trying past 64 rows, the
+     * 256-row ones past 128. The tiles that run a chunk of at most a half or a quarter of
+     * their rows with wgmmas that narrow (mrt__marlin_wgmma_runs_narrow: 32 or 64 tokens on
+     * 128-row tiles) are worth trying past 16 rows. */
     if (wgmma)
-        return m <= 64 || (cfg->thread_m_blocks == 16 && m <= 128) ? MRT_PRUNE_M_BLOCKS
+        return m <= 16 || (m <= 64 && !mrt__marlin_wgmma_runs_narrow(cfg)) ||
+                       (cfg->thread_m_blocks == 16 && m <= 128)
+                   ? MRT_PRUNE_M_BLOCKS
                : mrt__marlin_smem_bytes(cfg) > dev->max_smem_optin ? MRT_PRUNE_SMEM
                                                                   : MRT_PRUNE_KEEP;
     /* More m-blocks than rows only pads; fewer cut M into more chunks (each reads all of B

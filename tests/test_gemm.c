@@ -218,7 +218,9 @@ static void test_gemm__grid_prefers_aligned_stripes(void **state)
 
 /* Where the heuristic runs the wgmma kernel: sm_90, M >= 128, N a multiple of 128; 128 x 256
  * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 2048 deep)
- * fill the SMs' waves well, else 128 x 128; nowhere else. Configurations of
+ * fill the SMs' waves well, else 128 x 128. At M 49..64, the 128 x 256 tiles (one chunk run
+ * with 64-token wgmmas) where they fill the SMs, shares of any depth, else the mma.sync
+ * kernel; nowhere else. Configurations of
  * that kernel are valid only within its register and warpgroup limits, and for sm_90 only. */
 static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
 {
@@ -247,7 +249,14 @@ static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
         {128, 4096, 14336, 8},  /* 16 wide tiles would need 8 shares of 1792: 32 narrow ones, 4 shares */
         {512, 192, 4096, 0},    /* N not a multiple of 128 */
         {128, 4096, 4096, 8},   /* 16 wide tiles: 4 shares (8 steps each) leave half the SMs idle */
-        {127, 57344, 8192, 0},  /* below 128 rows */
+        {127, 57344, 8192, 0},  /* below 128 rows, above 64 */
+        {64, 28672, 4096, 16},  /* 112 wide tiles, one wave */
+        {64, 8192, 8192, 16},   /* 32 wide tiles in 4 shares */
+        {64, 4096, 14336, 16},  /* 16 wide tiles in 8 shares of 1792: deep enough at 64 rows */
+        {49, 57344, 8192, 16},  /* 224 wide tiles: 85% of two waves */
+        {48, 57344, 8192, 0},   /* below 49 rows */
+        {64, 4096, 4096, 0},    /* 16 wide tiles in 4 shares: half the SMs */
+        {64, 3968, 4096, 0},    /* N not a multiple of 256 */
         {4097, 4096, 1344, 16}, /* K not a multiple of 128: 64-deep steps */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -951,8 +960,10 @@ static void skip_unless_sm90(const mrt_device_info *dev)
 
 /* The sm_90 wgmma kernel (thread_m_blocks 8 or 16) over its tile shapes, K depths, pipeline
  * depths and every group size, at M that leave the last token tile nearly empty (1, 129),
- * half full (200, 320) or full (256, 512). On another GPU it is refused, and the test says
- * it skipped. */
+ * half full (200, 320) or full (256, 512), and at M whose one chunk runs the narrower
+ * wgmmas (a quarter or half of the tile's rows: 32 at the quarter's edge, 33 and 64 on
+ * 128-row tiles, 100 on 256-row ones; 1, 129 and 320 end with such a chunk too). On another
+ * GPU it is refused, and the test says it skipped. */
 static void test_gemm__wgmma_kernel(void **state)
 {
     gpu *g = *state;
@@ -979,7 +990,7 @@ static void test_gemm__wgmma_kernel(void **state)
     const int tiles[][5] = {{256, 8, 8, 4, 4},  {256, 8, 16, 4, 4}, {256, 16, 8, 4, 3}, {128, 8, 4, 4, 4},
                             {256, 8, 8, 8, 3},  {256, 8, 16, 8, 4}, {128, 8, 4, 4, 6},  {256, 16, 8, 8, 3}};
     const int groups[] = {128, -1, 32, 64};
-    const int64_t ms[] = {129, 1, 256, 200, 512, 320};
+    const int64_t ms[] = {129, 1, 64, 256, 200, 512, 320, 32, 33, 100};
     for (size_t gi = 0; gi < sizeof groups / sizeof groups[0]; gi++) {
         if (quick() && gi > 1)
             continue;
@@ -998,7 +1009,7 @@ static void test_gemm__wgmma_kernel(void **state)
             if (768 % (16 * cfg.thread_n_blocks) != 0)
                 continue;
             for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
-                if (!quick() || i < 2)
+                if (!quick() || i < 3)
                     check_gemm(g, &w, ms[i], &cfg);
         }
         weights_free(g, &w);
@@ -1008,7 +1019,8 @@ static void test_gemm__wgmma_kernel(void **state)
 /* The wgmma kernel's K split (launches with fewer output tiles than SMs): K = 16384 on one
  * 128 x 128 tile is cut into 16 shares of 8 steps (the last to arrive sums 16 slots); three
  * token tiles (M = 300) make three tiles of 16 shares; K = 4992 (39 steps of 128) gives
- * shares of unequal length (9 and 10 steps), at M = 129 and M = 1. Then one wide GEMM run 12 times must give the
+ * shares of unequal length (9 and 10 steps), at M = 129 and M = 1; M = 64 and 20 split the
+ * same way on the 64- and 32-wide wgmmas of a chunk that small. Then one wide GEMM run 12 times must give the
  * same bits every time: the pipeline keeps a wgmma in flight across the dequantization and
  * the stage barriers, and a register or shared-memory hazard there shows up as run-to-run
  * differences. Skipped (and said so) off sm_90. */
@@ -1023,7 +1035,8 @@ static void test_gemm__wgmma_k_split_and_repeatability(void **state)
     const struct {
         int64_t k, n, m;
         int splits;
-    } cases[] = {{16384, 128, 128, 16}, {16384, 128, 300, 16}, {4992, 256, 129, 4}, {4992, 256, 1, 4}};
+    } cases[] = {{16384, 128, 128, 16}, {16384, 128, 300, 16}, {4992, 256, 129, 4},
+                 {4992, 256, 1, 4},     {16384, 128, 64, 16},  {4992, 256, 20, 4}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (quick() && i == 1)
             continue;

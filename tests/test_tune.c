@@ -286,11 +286,14 @@ static void test_tune__candidates_fit_shape_and_device(void **state)
                         if (!in_set)
                             fail_msg("%s: %s has stages outside the set", where, name);
                         if (list[i].thread_m_blocks >= 8) {
-                            /* The wgmma kernel: sm_90 only, past 64 rows, 256 tokens past 128. */
+                            /* The wgmma kernel: sm_90 only, past 64 rows (past 16 for the
+                             * tiles that run narrow chunks), 256 tokens past 128. */
                             if (!(dev->cc_major == 9 && dev->cc_minor == 0))
                                 fail_msg("%s: %s is the wgmma kernel on sm_%d%d", where, name, dev->cc_major,
                                          dev->cc_minor);
-                            if (m <= 64 || (list[i].thread_m_blocks == 16 && m <= 128))
+                            const int narrow = list[i].threads == 256 && list[i].thread_n_blocks == 16 &&
+                                               list[i].thread_m_blocks == 8;
+                            if (m <= 16 || (m <= 64 && !narrow) || (list[i].thread_m_blocks == 16 && m <= 128))
                                 fail_msg("%s: %s has more tokens per tile than M needs", where, name);
                             wgmma_seen++;
                             continue;
@@ -324,13 +327,21 @@ static void test_tune__pruning_rules(void **state)
     mrt_config *list;
 
     /* M-blocks: M = 1 needs one; M = 64 keeps 1, 2 and 4 (3 cuts it into as many chunks as 2);
-     * M = 96 keeps 1, 2, 3 (4 makes as many chunks as 3), plus the heuristic's 4 first, and the
-     * wgmma kernel's 8 (one 128-token tile; K-split, its 4096 x 4096 tiles fill the SMs). */
+     * M = 96 keeps 1, 2, 3 (4 makes as many chunks as 3), plus the heuristic's 4 first. Past
+     * 16 rows the wgmma kernel's 8 too (one 128-token tile, run 32 or 64 wide up to 64 rows;
+     * K-split, its 4096 x 4096 tiles fill the SMs), never its 16 up to 128 rows. M = 128
+     * keeps 1..4 (8, 4, 3, 2 chunks) and 8; M = 129 drops 4 (3 chunks, as 3 makes) and adds
+     * 16. */
     const struct {
         int64_t m;
         int wanted; /* bit tmb set for each m-block count expected */
-    } mblock_cases[] = {{1, 1 << 1}, {16, 1 << 1}, {17, (1 << 1) | (1 << 2)}, {64, (1 << 1) | (1 << 2) | (1 << 4)},
-                        {96, (1 << 1) | (1 << 2) | (1 << 3) | (1 << 8)}};
+    } mblock_cases[] = {{1, 1 << 1},
+                        {16, 1 << 1},
+                        {17, (1 << 1) | (1 << 2) | (1 << 8)},
+                        {64, (1 << 1) | (1 << 2) | (1 << 4) | (1 << 8)},
+                        {96, (1 << 1) | (1 << 2) | (1 << 3) | (1 << 8)},
+                        {128, (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 8)},
+                        {129, (1 << 1) | (1 << 2) | (1 << 3) | (1 << 8) | (1 << 16)}};
     for (size_t c = 0; c < COUNT_OF(mblock_cases); c++) {
         list = candidates_of(&dev, mblock_cases[c].m, 4096, 4096, 128, &count, NULL);
         int seen = 0;
