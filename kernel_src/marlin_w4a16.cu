@@ -1114,11 +1114,12 @@ __device__ constexpr int marlin_w4a16_wgmma_smem_bytes()
  * TOK = 16*TMB token rows, RUN = TOK, TOK/2 or TOK/4 (wgmma n = RUN). A chunk of M that
  * holds at most half or a quarter of a tile's rows computes only those: the tensor cores
  * spend their time on rows that exist (M = 64 on 128-row tiles runs m64n64 wgmmas, not
- * m64n128 ones half of zeros). Shared memory keeps the layout of TOK rows; only the first
- * RUN of each atom are filled and read. m_tile, split, n_tile: this block's place in the
- * launch (see the kernel).
+ * m64n128 ones half of zeros). Such a chunk's A tiles hold RUN rows, and its ring is as
+ * deep as the full tile's ring's shared memory allows (at most 8 slots): the wgmmas being
+ * short, what sets the pace is the bytes in flight. m_tiles, splits: the launch's (see
+ * the kernel).
  */
-template <int THREADS, int TMB, int TNB, int TKB, int STAGES, int GROUP_BLOCKS, int RUN>
+template <int THREADS, int TMB, int TNB, int TKB, int CFG_STAGES, int GROUP_BLOCKS, int RUN>
 __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__ A, const int4 *__restrict__ B,
                                                         int4 *__restrict__ C, const int4 *__restrict__ s,
                                                         int prob_m, int prob_n, int prob_k, int *locks,
@@ -1132,10 +1133,16 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
     static_assert(RUN == TOK || RUN == TOK / 2 || RUN == TOK / 4, "RUN is TOK, TOK/2 or TOK/4");
     constexpr int BLOCKS64 = TNB / 4;                    /* packed 64-column blocks per tile */
     constexpr int ATOMS = TKB / 4;                       /* 64-deep swizzle atoms per stage */
-    constexpr int A_STAGE = ATOMS * TOK * 128;           /* bytes, a multiple of 1024 */
+    constexpr int A_STAGE = ATOMS * RUN * 128;           /* bytes, a multiple of 1024 */
     constexpr int B_STAGE = TKB * BLOCKS64 * 512;        /* bytes */
     constexpr int S_ROWS = !GROUPED ? 0 : (GROUP_BLOCKS < TKB ? TKB / GROUP_BLOCKS : 1);
     constexpr int S_STAGE = S_ROWS * FEAT * 2;           /* bytes */
+    /* A narrow chunk's smaller A tiles make room for a deeper ring in the same shared
+     * memory (the full tile's ring), up to 8 slots: more bytes in flight per SM. */
+    constexpr int RING_BYTES = CFG_STAGES * (ATOMS * TOK * 128 + B_STAGE + S_STAGE);
+    constexpr int DEEPEST = RING_BYTES / (A_STAGE + B_STAGE + S_STAGE);
+    constexpr int STAGES = RUN == TOK ? CFG_STAGES : (DEEPEST < 8 ? DEEPEST : 8);
+    static_assert(STAGES >= CFG_STAGES && STAGES * (A_STAGE + B_STAGE + S_STAGE) <= RING_BYTES, "the ring fits");
     constexpr int C_ROW = FEAT + 8;                      /* halves per staged output row */
 
     const int tid = threadIdx.x;
@@ -1190,7 +1197,7 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
                     const int c = idx % (2 * TKB);
                     const bool valid = m0 + row < prob_m;
                     const int4 *src = A + (valid ? (long long)(m0 + row) * a_gl_row + k8 + c : 0);
-                    const mrt_u32 dst = sh_a_addr + slot * A_STAGE + (c / 8) * (TOK * 128) + row * 128 +
+                    const mrt_u32 dst = sh_a_addr + slot * A_STAGE + (c / 8) * (RUN * 128) + row * 128 +
                                         (((c % 8) ^ (row % 8)) << 4);
                     mrt_cp_async16(dst, src, valid ? 16 : 0);
                 }
@@ -1316,7 +1323,7 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
 #pragma unroll
             for (int q = 0; q < KG; q++) {
                 const int kk = u * KG + q;
-                const mrt_u32 a_addr = sh_a_addr + slot * A_STAGE + (kk / 4) * (TOK * 128) + (kk % 4) * 32;
+                const mrt_u32 a_addr = sh_a_addr + slot * A_STAGE + (kk / 4) * (RUN * 128) + (kk % 4) * 32;
                 const unsigned long long desc = mrt_wgmma_desc(a_addr);
 #pragma unroll
                 for (int t = 0; t < WG_M; t++)
