@@ -710,8 +710,9 @@ MRT_API void mrt_tune_options_init(mrt_tune_options *opts);
  *   - hold at most 64 fp32 accumulators per thread (more spill registers);
  *   - keep at least half as many SMs busy as the best candidate (tiles / waves);
  *   - for the wgmma kernel (thread_m_blocks 8 or 16, see mrt_gemm_tune_space): run on sm_90,
- *     with M above 64 rows (above 128 for 256-token tiles); the accumulator and ring-depth
- *     rules do not apply to it;
+ *     with M above 64 rows (above 128 for 256-token tiles), or above 16 for its 128 x 256
+ *     tiles on 256 threads (they run a chunk of up to 32 or 64 rows with wgmmas that narrow);
+ *     the accumulator and ring-depth rules do not apply to it;
  *   - need their pipeline depth: a deeper ring than the shallowest of the set that already
  *     holds a block's whole stripe of tiles is left out.
  * The heuristic's pick (what mrt_gemm runs untuned) always comes first when it fits the device,
