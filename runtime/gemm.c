@@ -131,7 +131,8 @@ int mrt__marlin_is_wgmma(const mrt_config *cfg)
  * most a quarter or a half of their rows with wgmmas that narrow. */
 int mrt__marlin_wgmma_runs_narrow(const mrt_config *cfg)
 {
-    return mrt__marlin_is_wgmma(cfg) && cfg->threads > 0 && 16 * cfg->thread_n_blocks == 2 * 64 * (cfg->threads / 128);
+    const int warpgroups = cfg->threads / 128;
+    return mrt__marlin_is_wgmma(cfg) && warpgroups > 0 && 16 * cfg->thread_n_blocks == 2 * 64 * warpgroups;
 }
 
 /* Workspace pieces for a device with `sms` multiprocessors (the grid never exceeds it). */
@@ -426,8 +427,9 @@ static void pick_config(int64_t m, int64_t n, int64_t k, int group_size, const m
     }
     if (!n_blocks)
         n_blocks = 4;
-    if (dev && dev->cc_major == 9 && dev->cc_minor == 0 && (m >= WGMMA_MIN_M || (m >= WGMMA_NARROW_MIN_M && m <= 64)) &&
-        wgmma_config(cfg, m, n, k, group_size, sms) && marlin_smem_bytes(cfg) <= dev->max_smem_optin)
+    const int wgmma_m = m >= WGMMA_MIN_M || (m >= WGMMA_NARROW_MIN_M && m <= 64);
+    if (dev && dev->cc_major == 9 && dev->cc_minor == 0 && wgmma_m && wgmma_config(cfg, m, n, k, group_size, sms) &&
+        marlin_smem_bytes(cfg) <= dev->max_smem_optin)
         return;
     heuristic_config(cfg, thread_m_blocks, n_blocks, k_blocks, marlin_group_blocks(group_size, k));
     /* Halving keeps dividing K and N (the blocks are powers of two); 64 x 64 fits anywhere. */
