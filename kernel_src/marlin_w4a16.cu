@@ -896,7 +896,8 @@ __global__ void __launch_bounds__(THREADS, 1)
 
 /*
  * marlin_w4a16_wgmma computes the same product, for batches large enough that the tensor
- * cores, not the weight stream, set the pace (M of 128 and more). mma.sync reaches about
+ * cores, not the weight stream, set the pace (M of 128 and more; from 17 rows for the tiles
+ * that run narrow chunks, below). mma.sync reaches about
  * two thirds of Hopper's fp16 peak at best; the asynchronous warpgroup MMA (wgmma) reaches
  * it, but only sm_90a has it, so this kernel is compiled for sm_90a and for no other arch.
  *
@@ -928,6 +929,9 @@ __global__ void __launch_bounds__(THREADS, 1)
  *     read it from L2. With more than one share per tile (launches with fewer tiles than
  *     SMs), each share stores its fp32 sums in the workspace and the last to arrive adds
  *     them in share order and writes C.
+ *   - Narrow chunks (tiles with two m64 tiles per warpgroup only): a chunk of M of at most
+ *     a quarter or half of the tile's rows runs wgmmas that narrow on just those rows, with
+ *     a deeper ring in the same shared memory (marlin_w4a16_wgmma_tile).
  *
  * Launch contract (runtime/gemm.c):
  *   grid   (n_tiles * m_tiles * splits, 1, 1), n_tiles = prob_n / (16*TNB), m_tiles =

@@ -379,7 +379,7 @@ static void heuristic_config(mrt_config *cfg, int thread_m_blocks, int n_blocks,
  * Returns 0 when the wgmma kernel is not the pick (N not a multiple of 128, or as above). */
 static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int group_size, int sms)
 {
-    if (n % 128 != 0 || (m < WGMMA_MIN_M && n % 256 != 0))
+    if (n % 128 != 0)
         return 0;
     memset(cfg, 0, sizeof *cfg);
     cfg->threads = 256;
