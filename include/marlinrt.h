@@ -212,6 +212,10 @@ typedef struct mrt_config {
 /** Kernels the library ships. Names are stable; the list is only appended. */
 #define MRT_KERNEL_DEQUANT_W4 "dequant_w4"
 #define MRT_KERNEL_MARLIN_W4A16 "marlin_w4a16"
+/** The sm_90 wgmma configurations of marlin_w4a16 in their stream-K form, which mrt_gemm
+ *  runs where a launch's output tiles fill their last wave only partly (same configurations,
+ *  a cubin of its own; warm it with the rest for a store that must serve without NVRTC). */
+#define MRT_KERNEL_MARLIN_W4A16_SK "marlin_w4a16_sk"
 
 /**
  * Name of the i-th shipped kernel (0-based), or NULL past the end.

@@ -247,6 +247,15 @@ __device__ __forceinline__ int mrt_imin(int a, int b)
     return a < b ? a : b;
 }
 
+/* x, as a value the compiler cannot trace back to how it was computed (so it does not
+ * reuse, and keep live, results derived from x earlier). */
+__device__ __forceinline__ int mrt_opaque(int x)
+{
+    int y;
+    asm volatile("mov.b32 %0, %1;\n" : "=r"(y) : "r"(x));
+    return y;
+}
+
 __device__ __forceinline__ int mrt_imax(int a, int b)
 {
     return a > b ? a : b;
@@ -932,6 +941,9 @@ __global__ void __launch_bounds__(THREADS, 1)
  *   - Narrow chunks (tiles with two m64 tiles per warpgroup only): a chunk of M of at most
  *     a quarter or half of the tile's rows runs wgmmas that narrow on just those rows, with
  *     a deeper ring in the same shared memory (marlin_w4a16_wgmma_tile).
+ *   - Launches whose tiles fill their last wave only partly run marlin_w4a16_wgmma_sk
+ *     instead: whole tiles for the full waves, the leftover tiles' K steps cut evenly over
+ *     one block per SM (mrt_wgmma_segment_of).
  *
  * Launch contract (runtime/gemm.c):
  *   grid   (n_tiles * m_tiles * splits, 1, 1), n_tiles = prob_n / (16*TNB), m_tiles =
@@ -1112,6 +1124,106 @@ __device__ constexpr int marlin_w4a16_wgmma_smem_bytes()
     return 1024 + (pipeline > output ? pipeline : output);
 }
 
+/* What one block of marlin_w4a16_wgmma_sk sums of one output tile: K steps ks0 .. ks0 +
+ * k_steps - 1 (of 16*TKB) of tile `tile` = n_tile * m_tiles + m_tile. A tile summed by
+ * parts > 1 blocks is shared: this block is share `part` (shares in K order); each share
+ * stores its sums in a slot of the partials (mrt_wgmma_slot) and the last to arrive on
+ * counter `lock` adds them up and writes C. */
+struct mrt_wgmma_segment {
+    int tile, m_tiles;
+    int ks0, k_steps;
+    int parts, part;
+    int lock;
+    int slot0, slot_base;
+};
+
+/* Slot of share p of a shared tile: the first share's block may have opened its range
+ * before the tile (slot0 is then its second slot); every later share's block opened its
+ * range inside the tile (its first slot, 2 * block). */
+__device__ __forceinline__ int mrt_wgmma_slot(const mrt_wgmma_segment &seg, int p)
+{
+    return p == 0 ? seg.slot0 : seg.slot_base + 2 * p;
+}
+
+/* First K step of tail block b: floor(b * W / blocks), W = q*blocks + r, in 32-bit
+ * arithmetic (exact while blocks^2 fits; the kernel checks blocks). A 64-bit division would
+ * be a subroutine call, and a call where the accumulators are live spills them. */
+__device__ __forceinline__ int mrt_tail_start(int b, int q, int r, int blocks)
+{
+    return q * b + r * b / blocks;
+}
+
+/* The tail block whose steps hold step x: the last b with mrt_tail_start(b) <= x. */
+__device__ __forceinline__ int mrt_tail_block(int x, int q, int r, int blocks)
+{
+    int b = mrt_imin((int)((float)x * (float)blocks / ((float)q * (float)blocks + (float)r)), blocks - 1);
+    while (b > 0 && mrt_tail_start(b, q, r, blocks) > x)
+        b--;
+    while (b + 1 < blocks && mrt_tail_start(b + 1, q, r, blocks) <= x)
+        b++;
+    return b;
+}
+
+/*
+ * Segment `index` (0 or 1) of this block of a stream-K launch (marlin_w4a16_wgmma_sk),
+ * false when it has none. The first gridDim.x - stream_k blocks take one whole tile each
+ * (tile = block), in full waves. The tiles left over, fewer than a wave, are cut into the
+ * stream_k remaining blocks by K step: the tail's W = tail tiles x K steps are numbered tile
+ * by tile, K fastest, and tail block b takes [b*W/stream_k, (b+1)*W/stream_k), so every SM
+ * gets an equal part of the last wave instead of some getting a whole tile and the rest
+ * nothing. With fewer tail tiles than blocks a range is shorter than a tile: it lies in one
+ * tile, or runs from the end of one into the start of the next (two segments). A block's
+ * first shared segment stores to slot 2*b, its second to 2*b + 1; tail tile i's counter is
+ * lock i.
+ */
+template <int TOK, int FEAT, int TKB>
+__device__ __forceinline__ bool mrt_wgmma_segment_of(int index, int prob_m, int prob_n, int prob_k, int stream_k,
+                                                     mrt_wgmma_segment &seg)
+{
+    const int m_tiles = (prob_m + TOK - 1) / TOK;
+    const int tiles = m_tiles * (prob_n / FEAT);
+    const int all_steps = prob_k / (16 * TKB);
+    const int block = (int)blockIdx.x;
+    const int whole = (int)gridDim.x - stream_k;
+    seg.m_tiles = m_tiles;
+    if (block < whole) {
+        if (index > 0)
+            return false;
+        seg.tile = block;
+        seg.ks0 = 0;
+        seg.k_steps = all_steps;
+        seg.parts = 1;
+        seg.part = seg.lock = seg.slot0 = seg.slot_base = 0;
+        return true;
+    }
+    const int tail_steps = (tiles - whole) * all_steps;
+    const int q = tail_steps / stream_k, r = tail_steps % stream_k;
+    const int b = block - whole;
+    const int x0 = mrt_tail_start(b, q, r, stream_k), x1 = mrt_tail_start(b + 1, q, r, stream_k);
+    const int t = x0 / all_steps + index; /* tail tile of this segment */
+    const int t_begin = t * all_steps, t_end = t_begin + all_steps;
+    if (t_begin >= x1)
+        return false;
+    const int first = mrt_tail_block(t_begin, q, r, stream_k);
+    const int last = mrt_tail_block(t_end - 1, q, r, stream_k);
+    seg.tile = whole + t;
+    seg.ks0 = mrt_imax(x0, t_begin) - t_begin;
+    seg.k_steps = mrt_imin(x1, t_end) - t_begin - seg.ks0;
+    seg.parts = last - first + 1;
+    seg.part = b - first;
+    seg.lock = t;
+    seg.slot0 = 2 * first + (mrt_tail_start(first, q, r, stream_k) < t_begin ? 1 : 0);
+    seg.slot_base = 2 * first;
+    return true;
+}
+
+/* What marlin_w4a16_wgmma_tile is told of its segment in a stream-K launch. */
+struct mrt_wgmma_sk_args {
+    int stream_k, index;     /* the launch's stream-K blocks; this block's segment index */
+    int m0, n0, ks0, k_steps;
+    bool shared;             /* more than one block sums the tile */
+};
+
 #if MRT_HAVE_WGMMA
 /*
  * One block of marlin_w4a16_wgmma (see its template parameters): the first RUN of the tile's
@@ -1123,11 +1235,12 @@ __device__ constexpr int marlin_w4a16_wgmma_smem_bytes()
  * short, what sets the pace is the bytes in flight. m_tiles, splits: the launch's (see
  * the kernel).
  */
-template <int THREADS, int TMB, int TNB, int TKB, int CFG_STAGES, int GROUP_BLOCKS, int RUN>
+template <int THREADS, int TMB, int TNB, int TKB, int CFG_STAGES, int GROUP_BLOCKS, int RUN, bool SK = false>
 __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__ A, const int4 *__restrict__ B,
                                                         int4 *__restrict__ C, const int4 *__restrict__ s,
                                                         int prob_m, int prob_n, int prob_k, int *locks,
-                                                        float4 *partials, int m_tiles, int splits)
+                                                        float4 *partials, int m_tiles, int splits,
+                                                        const mrt_wgmma_sk_args &sk = {})
 {
     constexpr int WGS = THREADS / 128;
     constexpr int TOK = 16 * TMB;
@@ -1154,16 +1267,25 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
     const int warp = (tid / 32) % 4;
     const int group = tid / 128;
     /* Block = (n_tile * splits + split) * m_tiles + m_tile: the M tiles of one weight tile
-     * are adjacent, so they run together and share it through L2. */
-    const int m_tile = (int)blockIdx.x % m_tiles;
-    const int split = ((int)blockIdx.x / m_tiles) % splits;
-    const int n_tile = (int)blockIdx.x / m_tiles / splits;
-    const int tile = n_tile * m_tiles + m_tile;
-    const int m0 = m_tile * TOK;
-    const int n0 = n_tile * FEAT;
-    const int all_steps = prob_k / (16 * TKB);
-    const int ks0 = (int)((long long)all_steps * split / splits);
-    const int k_steps = (int)((long long)all_steps * (split + 1) / splits) - ks0;
+     * are adjacent, so they run together and share it through L2. A stream-K launch's
+     * segment comes from the kernel (sk). */
+    int m0, n0, ks0, k_steps, tile = 0, split = 0;
+    if constexpr (SK) {
+        m0 = sk.m0;
+        n0 = sk.n0;
+        ks0 = sk.ks0;
+        k_steps = sk.k_steps;
+    } else {
+        const int m_tile = (int)blockIdx.x % m_tiles;
+        split = ((int)blockIdx.x / m_tiles) % splits;
+        const int n_tile = (int)blockIdx.x / m_tiles / splits;
+        tile = n_tile * m_tiles + m_tile;
+        m0 = m_tile * TOK;
+        n0 = n_tile * FEAT;
+        const int all_steps = prob_k / (16 * TKB);
+        ks0 = (int)((long long)all_steps * split / splits);
+        k_steps = (int)((long long)all_steps * (split + 1) / splits) - ks0;
+    }
 
     extern __shared__ int4 smem_raw[];
     const mrt_u32 raw_addr = mrt_smem_addr(smem_raw);
@@ -1373,8 +1495,45 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
     /* K split: every share stores its fp32 sums in its own slot of the tile (thread-major
      * float4s, the accumulator order); the last share to arrive adds the slots in share
      * order, its own included (read back: the accumulators need not stay live across the
-     * hand-over), so the result does not depend on who came last. */
-    if (splits > 1) {
+     * hand-over), so the result does not depend on who came last. A stream-K tile's shares
+     * do the same in their blocks' slots, the segment worked out again here (from an index
+     * the compiler cannot see through) rather than kept in registers through the main loop,
+     * which has none to spare. */
+    if constexpr (SK) {
+        if (sk.shared) {
+            mrt_wgmma_segment seg;
+            mrt_wgmma_segment_of<TOK, FEAT, TKB>(mrt_opaque(sk.index), prob_m, prob_n, prob_k, sk.stream_k, seg);
+            constexpr int SLOT = WG_M * TOK / 8 * THREADS; /* float4 per slot: TOK rows whatever RUN */
+            float4 *const mine = partials + (long long)mrt_wgmma_slot(seg, seg.part) * SLOT + tid;
+#pragma unroll
+            for (int t = 0; t < WG_M; t++)
+#pragma unroll
+                for (int i = 0; i < RUN / 8; i++)
+                    mrt_store_cg(mine + (t * (RUN / 8) + i) * THREADS,
+                                 make_float4(acc[t][4 * i], acc[t][4 * i + 1], acc[t][4 * i + 2], acc[t][4 * i + 3]));
+            mrt_fence_gpu();
+            if (!mrt_arrive_last(locks + seg.lock, seg.parts))
+                return;
+#pragma unroll
+            for (int t = 0; t < WG_M; t++)
+#pragma unroll
+                for (int i = 0; i < RUN / 2; i++)
+                    acc[t][i] = 0.0f;
+            for (int sh = 0; sh < seg.parts; sh++) {
+                const float4 *const slot = partials + (long long)mrt_wgmma_slot(seg, sh) * SLOT + tid;
+#pragma unroll
+                for (int t = 0; t < WG_M; t++)
+#pragma unroll
+                    for (int i = 0; i < RUN / 8; i++) {
+                        const float4 v = mrt_load_cg(slot + (t * (RUN / 8) + i) * THREADS);
+                        acc[t][4 * i] += v.x;
+                        acc[t][4 * i + 1] += v.y;
+                        acc[t][4 * i + 2] += v.z;
+                        acc[t][4 * i + 3] += v.w;
+                    }
+            }
+        }
+    } else if (splits > 1) {
         /* A tile's slots are spaced for TOK rows whatever this chunk's RUN: the chunks of one
          * launch may run different widths, and their regions must not overlap. */
         constexpr int SLOT = WG_M * RUN / 8 * THREADS;        /* float4 per share */
@@ -1458,6 +1617,26 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
 }
 #endif
 
+/* The template parameters both wgmma kernels accept (each check says what fails). */
+template <int THREADS, int TMB, int TNB, int TKB, int STAGES, int GROUP_BLOCKS>
+__device__ constexpr bool mrt_wgmma_config_ok()
+{
+    constexpr int WGS = THREADS / 128;
+    constexpr int TOK = 16 * TMB;
+    constexpr int FEAT = 16 * TNB;
+    constexpr int WG_M = FEAT / (64 * WGS);
+    static_assert(THREADS == 128 || THREADS == 256, "THREADS must be 128 or 256");
+    static_assert(TMB == 8 || TMB == 16, "THREAD_M_BLOCKS must be 8 or 16");
+    static_assert(WG_M >= 1 && WG_M * 64 * WGS == FEAT && WG_M * TOK <= 128 * WGS,
+                  "each warpgroup takes 64 or 128 features; at most 64 accumulators per thread with 128 "
+                  "threads, 128 with 256");
+    static_assert(TKB == 4 || TKB == 8, "THREAD_K_BLOCKS must be 4 or 8");
+    static_assert(STAGES >= 3 && STAGES <= 8, "STAGES must be 3..8");
+    static_assert(GROUP_BLOCKS == -1 || GROUP_BLOCKS == 2 || GROUP_BLOCKS == 4 || GROUP_BLOCKS == 8,
+                  "GROUP_BLOCKS must be -1, 2, 4 or 8");
+    return true;
+}
+
 /*
  * Template parameters (the fields of mrt_config; thread_m_blocks 8 or 16 selects this
  * kernel):
@@ -1479,15 +1658,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     constexpr int FEAT = 16 * TNB;
     constexpr int WG_M = FEAT / (64 * WGS);
     constexpr bool GROUPED = GROUP_BLOCKS != -1;
-    static_assert(THREADS == 128 || THREADS == 256, "THREADS must be 128 or 256");
-    static_assert(TMB == 8 || TMB == 16, "THREAD_M_BLOCKS must be 8 or 16");
-    static_assert(WG_M >= 1 && WG_M * 64 * WGS == FEAT && WG_M * TOK <= 128 * WGS,
-                  "each warpgroup takes 64 or 128 features; at most 64 accumulators per thread with 128 "
-                  "threads, 128 with 256");
-    static_assert(TKB == 4 || TKB == 8, "THREAD_K_BLOCKS must be 4 or 8");
-    static_assert(STAGES >= 3 && STAGES <= 8, "STAGES must be 3..8");
-    static_assert(GROUP_BLOCKS == -1 || GROUP_BLOCKS == 2 || GROUP_BLOCKS == 4 || GROUP_BLOCKS == 8,
-                  "GROUP_BLOCKS must be -1, 2, 4 or 8");
+    static_assert(mrt_wgmma_config_ok<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>(), "see the checks above");
 #if !MRT_HAVE_WGMMA
     asm volatile("trap;");
 #else
@@ -1531,5 +1702,89 @@ __global__ void __launch_bounds__(THREADS, 1)
     }
     marlin_w4a16_wgmma_tile<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS, TOK>(
         A, B, C, s, prob_m, prob_n, prob_k, locks, partials, m_tiles, splits);
+#endif
+}
+
+/*
+ * marlin_w4a16_wgmma with a stream-K tail (mrt_wgmma_segment_of): the same product, for
+ * launches whose output tiles fill their last wave only partly. A separate entry point, so
+ * that the plain kernel's code stays as it is: in this kernel any code compiled in changes
+ * how ptxas schedules the rest (docs/performance.md v7 to v9).
+ *
+ * Launch contract, where it differs from marlin_w4a16_wgmma's:
+ *   grid      (whole + stream_k, 1, 1): whole < tiles whole-tile blocks, then the stream-K
+ *             blocks, more of them than tail tiles (tiles - whole) and at most 4096, the
+ *             tail holding at least one K step per block
+ *   locks     tiles - whole int32, zero on entry, zero again on exit
+ *   partials  2 * stream_k slots of 16*TMB * 16*TNB floats
+ *   stream_k  the last parameter
+ */
+template <int THREADS, int TMB, int TNB, int TKB, int STAGES, int GROUP_BLOCKS>
+__global__ void __launch_bounds__(THREADS, 1)
+    marlin_w4a16_wgmma_sk(const int4 *__restrict__ A, const int4 *__restrict__ B, int4 *__restrict__ C,
+                          const int4 *__restrict__ s, int prob_m, int prob_n, int prob_k, int *locks,
+                          float4 *partials, int stream_k)
+{
+    constexpr int WGS = THREADS / 128;
+    constexpr int TOK = 16 * TMB;
+    constexpr int FEAT = 16 * TNB;
+    constexpr int WG_M = FEAT / (64 * WGS);
+    constexpr bool GROUPED = GROUP_BLOCKS != -1;
+    static_assert(mrt_wgmma_config_ok<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>(), "see the checks above");
+#if !MRT_HAVE_WGMMA
+    asm volatile("trap;");
+#else
+    constexpr int SMEM_BYTES = marlin_w4a16_wgmma_smem_bytes<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>();
+    {
+        const int tiles = (prob_m + TOK - 1) / TOK * (prob_n / FEAT);
+        const int whole = (int)gridDim.x - stream_k;
+        mrt_u32 dynamic_smem;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_smem));
+        if (dynamic_smem < (mrt_u32)SMEM_BYTES || prob_m < 1 || prob_n % FEAT != 0 || prob_k % (16 * TKB) != 0 ||
+            (GROUPED && prob_k % (16 * GROUP_BLOCKS) != 0) || stream_k < 1 || stream_k > 4096 || whole < 0 ||
+            tiles - whole < 1 || tiles - whole >= stream_k ||
+            (long long)(tiles - whole) * (prob_k / (16 * TKB)) < stream_k)
+            asm volatile("trap;");
+    }
+    /* One segment, or two when the block's range runs from one tail tile into the next.
+     * Two calls in a row, not a loop: a loop around the three widths made ptxas spill the
+     * accumulators. */
+    auto run = [&](int index) {
+        mrt_wgmma_segment seg;
+        if (!mrt_wgmma_segment_of<TOK, FEAT, TKB>(index, prob_m, prob_n, prob_k, stream_k, seg))
+            return false;
+        if (index == 0)
+            mrt_grid_wait(); /* the activations and C belong to the stream's previous kernels */
+        else
+            __syncthreads(); /* this segment's ring overwrites the last one's staged output */
+        const mrt_wgmma_sk_args sk = {stream_k,
+                                      index,
+                                      (seg.tile % seg.m_tiles) * TOK,
+                                      (seg.tile / seg.m_tiles) * FEAT,
+                                      seg.ks0,
+                                      seg.k_steps,
+                                      seg.parts > 1};
+        const int rows = prob_m - sk.m0;
+        /* The chunk's rows pick the wgmma width, as in marlin_w4a16_wgmma; all shares of a
+         * tile have the same rows, so they store and read slots of the same layout. */
+        if constexpr (WG_M == 2) {
+            if (rows <= TOK / 4) {
+                marlin_w4a16_wgmma_tile<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS, TOK / 4, true>(
+                    A, B, C, s, prob_m, prob_n, prob_k, locks, partials, 0, 0, sk);
+                return true;
+            }
+            if (rows <= TOK / 2) {
+                marlin_w4a16_wgmma_tile<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS, TOK / 2, true>(
+                    A, B, C, s, prob_m, prob_n, prob_k, locks, partials, 0, 0, sk);
+                return true;
+            }
+        }
+        (void)rows;
+        marlin_w4a16_wgmma_tile<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS, TOK, true>(
+            A, B, C, s, prob_m, prob_n, prob_k, locks, partials, 0, 0, sk);
+        return true;
+    };
+    if (run(0))
+        run(1);
 #endif
 }

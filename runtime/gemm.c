@@ -9,14 +9,17 @@
  *   block     (threads, 1, 1)
  *   smem      marlin_smem_bytes(cfg), the same formula as marlin_w4a16_smem_bytes<>()
  *   params    A, B, C, s (device pointers), prob_m, prob_n, prob_k (int), locks, partials,
- *             flags (int: 1 = weights static, from MRT_GEMM_WEIGHTS_STATIC)
+ *             flags (int: 1 = weights static, from MRT_GEMM_WEIGHTS_STATIC); the wgmma
+ *             kernel ignores its last parameter, and its stream-K form (marlin_w4a16_sk,
+ *             launched where wgmma_stream_k is not 0) takes the stream-K block count there
  *   launch    with programmatic dependent launch where mrt__launch_can_overlap, unless
  *             MRT_GEMM_NO_OVERLAP
  *   workspace [counters: SM count int32, padded to 256 bytes][partials: 2 x SM count slots
- *             of 64 x min(n, 256) fp32]; the counters are zero on entry and left zero on
+ *             of 128 x min(n, 256) fp32]; the counters are zero on entry and left zero on
  *             exit, the partials need no particular content
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,6 +41,11 @@
 /* Fewest K steps (of thread_k) a share of a K-split wgmma tile gets: shorter shares spend
  * more of their time filling the ring and handing over partial sums than computing. */
 #define WGMMA_MIN_SHARE_STEPS 8
+/* A stream-K tail costs its blocks about this much K depth (a second segment's pipeline
+ * fill, the hand-over of fp32 slots): measured on an H200 (docs/performance.md v9,
+ * t256.m8.n16.k8.s4), tails that saved 1200-1800 of K lost 1-3%, tails that saved 2400 or
+ * more gained 4-10%. */
+#define WGMMA_SK_MIN_SAVED_K 2048
 /* The heuristic's wgmma pick uses 128 x 256 tiles where, K-split as the launch would, they
  * keep at least this fraction of the SMs busy over the waves they need (in percent)... */
 #define WGMMA_WIDE_FILL_PERCENT 80
@@ -141,12 +149,17 @@ static size_t marlin_lock_bytes(int sms)
     return ((size_t)sms * sizeof(int32_t) + 255) / 256 * 256;
 }
 
-/* Two partial-sum slots per block (a block shares at most two K-split columns: the one its
- * stripe opens with and the one it ends with), each as large as the largest tile of C. */
+/* Partial sums: two slots per block (a block shares at most two K-split columns: the one its
+ * stripe opens with and the one it ends with), each as large as the largest tile of C: 64 x
+ * min(n, 256) for the mma.sync kernel, twice that for the wgmma kernel's 128-row tiles. */
+static int64_t marlin_partial_floats(int sms, int64_t n)
+{
+    return 2 * (int64_t)sms * 128 * (n < 256 ? n : 256);
+}
+
 static size_t marlin_workspace_bytes(int sms, int64_t n)
 {
-    const size_t slot_columns = (size_t)(n < 256 ? n : 256);
-    return marlin_lock_bytes(sms) + 2 * (size_t)sms * 64 * slot_columns * sizeof(float);
+    return marlin_lock_bytes(sms) + (size_t)marlin_partial_floats(sms, n) * sizeof(float);
 }
 
 /* K shares per output tile of the wgmma kernel: as many as make at most one block per SM
@@ -158,9 +171,9 @@ static int wgmma_splits(const mrt_config *cfg, int64_t rows, int64_t n, int64_t 
     const int64_t tokens = 16 * (int64_t)cfg->thread_m_blocks, features = 16 * (int64_t)cfg->thread_n_blocks;
     const int64_t tiles = (n / features) * ((rows + tokens - 1) / tokens);
     const int64_t steps = k / (16 * (int64_t)cfg->thread_k_blocks);
-    const int64_t partial_floats = 2 * (int64_t)sms * 64 * (n < 256 ? n : 256);
     int64_t splits = tiles >= sms ? 1 : sms / tiles;
-    while (splits > 1 && (steps / splits < WGMMA_MIN_SHARE_STEPS || tiles * splits * tokens * features > partial_floats))
+    while (splits > 1 && (steps / splits < WGMMA_MIN_SHARE_STEPS ||
+                          tiles * splits * tokens * features > marlin_partial_floats(sms, n)))
         splits--;
     return (int)splits;
 }
@@ -168,6 +181,36 @@ static int wgmma_splits(const mrt_config *cfg, int64_t rows, int64_t n, int64_t 
 int mrt__marlin_wgmma_splits(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms)
 {
     return wgmma_splits(cfg, rows, n, k, sms);
+}
+
+/* Stream-K blocks of a wgmma launch (marlin_w4a16_sk's stream_k; 0: none). With more tiles
+ * than SMs and a last wave only partly filled, the tail = tiles % SMs leftover tiles would
+ * run on `tail` SMs while the rest wait; instead their K steps are cut evenly over as many
+ * blocks as keep WGMMA_MIN_SHARE_STEPS steps each, one per SM at most, two partial-sum slots
+ * each within the workspace: where that is more blocks than tail tiles, and the last wave
+ * gets at least WGMMA_SK_MIN_SAVED_K shorter. */
+static int wgmma_stream_k(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms)
+{
+    const int64_t tokens = 16 * (int64_t)cfg->thread_m_blocks, features = 16 * (int64_t)cfg->thread_n_blocks;
+    const int64_t tiles = (n / features) * ((rows + tokens - 1) / tokens);
+    const int64_t steps = k / (16 * (int64_t)cfg->thread_k_blocks);
+    if (tiles <= sms || tiles % sms == 0)
+        return 0;
+    const int64_t tail = tiles % sms;
+    int64_t blocks = tail * steps / WGMMA_MIN_SHARE_STEPS;
+    if (blocks > sms)
+        blocks = sms;
+    if (blocks > marlin_partial_floats(sms, n) / (2 * tokens * features))
+        blocks = marlin_partial_floats(sms, n) / (2 * tokens * features);
+    if (blocks <= tail)
+        return 0;
+    const int64_t share = (tail * steps + blocks - 1) / blocks;
+    return (steps - share) * 16 * cfg->thread_k_blocks >= WGMMA_SK_MIN_SAVED_K ? (int)blocks : 0;
+}
+
+int mrt__marlin_wgmma_stream_k(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms)
+{
+    return wgmma_stream_k(cfg, rows, n, k, sms);
 }
 
 /* Blocks of an mma.sync launch over `rows` rows: the kernel stripes the tiles (K steps
@@ -205,10 +248,12 @@ static int64_t marlin_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int
 
 int64_t mrt__marlin_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms)
 {
-    return mrt__marlin_is_wgmma(cfg) ? (n / (16 * (int64_t)cfg->thread_n_blocks)) *
-                                           ((rows + 16 * cfg->thread_m_blocks - 1) / (16 * cfg->thread_m_blocks)) *
-                                           wgmma_splits(cfg, rows, n, k, sms)
-                                     : marlin_blocks(cfg, rows, n, k, sms);
+    if (!mrt__marlin_is_wgmma(cfg))
+        return marlin_blocks(cfg, rows, n, k, sms);
+    const int64_t tiles = (n / (16 * (int64_t)cfg->thread_n_blocks)) *
+                          ((rows + 16 * cfg->thread_m_blocks - 1) / (16 * cfg->thread_m_blocks));
+    const int stream_k = wgmma_stream_k(cfg, rows, n, k, sms);
+    return stream_k ? tiles - tiles % sms + stream_k : tiles * wgmma_splits(cfg, rows, n, k, sms);
 }
 
 /* Rows of M one launch may cover: a multiple of the chunk height small enough that the
@@ -262,6 +307,13 @@ int mrt__marlin_name_expression(const mrt_config *cfg, char *buf, size_t size)
     return snprintf(buf, size, "%s<%d,%d,%d,%d,%d,%d>", mrt__marlin_is_wgmma(cfg) ? "marlin_w4a16_wgmma" : "marlin_w4a16",
                     cfg->threads, cfg->thread_m_blocks, cfg->thread_n_blocks, cfg->thread_k_blocks, cfg->stages,
                     cfg->group_blocks);
+}
+
+/* marlin_w4a16_sk: the wgmma kernel's stream-K entry point, same configurations. */
+int mrt__marlin_sk_name_expression(const mrt_config *cfg, char *buf, size_t size)
+{
+    return snprintf(buf, size, "marlin_w4a16_wgmma_sk<%d,%d,%d,%d,%d,%d>", cfg->threads, cfg->thread_m_blocks,
+                    cfg->thread_n_blocks, cfg->thread_k_blocks, cfg->stages, cfg->group_blocks);
 }
 
 /* The Hopper kernel's rules (thread_m_blocks 8 or 16); mirrors its static_asserts. */
@@ -349,6 +401,44 @@ mrt_status mrt__marlin_arch_check(const mrt_config *cfg, int arch, int *arch_spe
     }
     *arch_specific = 1;
     return MRT_OK;
+}
+
+/* marlin_w4a16_sk takes the wgmma kernel's configurations only (thread_m_blocks 8 or 16). */
+mrt_status mrt__marlin_sk_validate(const mrt_config *cfg, mrt__err *err)
+{
+    mrt_status rc = mrt__marlin_validate(cfg, err);
+    if (rc != MRT_OK)
+        return rc;
+    if (!mrt__marlin_is_wgmma(cfg))
+        return mrt__fail(err, MRT_ERR_UNSUPPORTED,
+                         "marlin_w4a16_sk: thread_m_blocks = %d: the stream-K form exists for the wgmma kernel "
+                         "only (8 or 16)",
+                         cfg->thread_m_blocks);
+    return MRT_OK;
+}
+
+/* marlin_w4a16_sk's default list: the wgmma configurations of marlin_w4a16's. */
+mrt_status mrt__marlin_sk_default_configs(mrt_config *configs, size_t capacity, size_t *count)
+{
+    size_t all = 0;
+    mrt_status rc = mrt_kernel_default_configs(MRT_KERNEL_MARLIN_W4A16, NULL, 0, &all);
+    if (rc != MRT_OK)
+        return rc;
+    mrt_config *list = calloc(all ? all : 1, sizeof *list);
+    if (!list)
+        return mrt__fail(mrt__thread_err(), MRT_ERR_OUT_OF_MEMORY, "out of memory listing configurations");
+    rc = mrt_kernel_default_configs(MRT_KERNEL_MARLIN_W4A16, list, all, &all);
+    size_t total = 0;
+    for (size_t i = 0; rc == MRT_OK && i < all; i++)
+        if (mrt__marlin_is_wgmma(&list[i])) {
+            if (total < capacity)
+                configs[total] = list[i];
+            total++;
+        }
+    free(list);
+    if (rc == MRT_OK)
+        *count = total;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -595,7 +685,7 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
 {
     mrt_status rc = MRT_OK;
     mrt_config cfg;
-    mrt__function fn;
+    mrt__function fn, sk_fn = {0};
     if (!ctx)
         return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
@@ -681,15 +771,23 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
     int kernel_flags = (args->flags & MRT_GEMM_WEIGHTS_STATIC) ? 1 : 0;
     for (int64_t row = 0; row < args->m; row += launch_rows) {
         const int64_t rows = args->m - row < launch_rows ? args->m - row : launch_rows;
-        /* wgmma: one block per (column tile, chunk, K share); mma.sync: striped over the
-         * SMs (marlin_blocks). */
+        /* wgmma: one block per (column tile, chunk, K share), or whole tiles then a stream-K
+         * tail; mma.sync: striped over the SMs (marlin_blocks). */
         const unsigned grid[3] = {(unsigned)mrt__marlin_blocks(&cfg, rows, n, k, dev->sm_count), 1, 1};
         uint64_t a = args->a + (uint64_t)(row * k * 2);
         uint64_t c = args->c + (uint64_t)(row * n * 2);
         int prob_m = (int)rows;
-        void *params[] = {&a, &b, &c, &scales, &prob_m, &prob_n, &prob_k, &locks, &partials, &kernel_flags};
-        MRT_CHECK(overlap ? mrt__launch_overlapped(ctx, &fn, grid, block, smem, stream, params)
-                          : mrt__launch(ctx, &fn, grid, block, smem, stream, params));
+        /* A wgmma launch with a stream-K tail runs the kernel's stream-K entry point
+         * (marlin_w4a16_sk, loaded at its first such launch), whose last parameter is its
+         * stream-K block count; the plain wgmma kernel ignores that parameter. */
+        const int stream_k = wgmma ? wgmma_stream_k(&cfg, rows, n, k, dev->sm_count) : 0;
+        if (stream_k && !sk_fn.handle)
+            MRT_CHECK(mrt__get_function(ctx, MRT_KERNEL_MARLIN_W4A16_SK, &cfg, &sk_fn));
+        int last = wgmma ? stream_k : kernel_flags;
+        mrt__function *launched = stream_k ? &sk_fn : &fn;
+        void *params[] = {&a, &b, &c, &scales, &prob_m, &prob_n, &prob_k, &locks, &partials, &last};
+        MRT_CHECK(overlap ? mrt__launch_overlapped(ctx, launched, grid, block, smem, stream, params)
+                          : mrt__launch(ctx, launched, grid, block, smem, stream, params));
     }
 done:
     return rc;

@@ -85,6 +85,8 @@ static const mrt__kernel kernels[] = {
      NULL},
     {MRT_KERNEL_MARLIN_W4A16, "marlin_w4a16.cu", mrt__marlin_name_expression, mrt__marlin_validate,
      marlin_default_configs, mrt__marlin_arch_check},
+    {MRT_KERNEL_MARLIN_W4A16_SK, "marlin_w4a16.cu", mrt__marlin_sk_name_expression, mrt__marlin_sk_validate,
+     mrt__marlin_sk_default_configs, mrt__marlin_arch_check},
 };
 
 const mrt__kernel *mrt__kernel_find(const char *name)

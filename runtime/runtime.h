@@ -99,6 +99,9 @@ typedef struct mrt__kernel {
 
 /* The marlin_w4a16 kernel's hooks (runtime/gemm.c). */
 int mrt__marlin_name_expression(const mrt_config *cfg, char *buf, size_t size);
+int mrt__marlin_sk_name_expression(const mrt_config *cfg, char *buf, size_t size);
+mrt_status mrt__marlin_sk_validate(const mrt_config *cfg, mrt__err *err);
+mrt_status mrt__marlin_sk_default_configs(mrt_config *configs, size_t capacity, size_t *count);
 mrt_status mrt__marlin_validate(const mrt_config *cfg, mrt__err *err);
 mrt_status mrt__marlin_arch_check(const mrt_config *cfg, int arch, int *arch_specific, mrt__err *err);
 /* Whether cfg selects the sm_90 wgmma kernel (thread_m_blocks 8 or 16) rather than the

@@ -213,13 +213,22 @@ static int64_t m_chunks(int64_t m, int tmb)
 
 /* Tiles of one launch and the tiles each busy block works through (its stripe). The wgmma
  * kernel's tile is an output tile's K share (all of K unless the launch splits it), one per
- * block. */
+ * block; with a stream-K tail, a K step of an output tile, the stripe being the steps of
+ * the SM with the most: its whole tiles and its part of the tail. */
 static void tile_counts(const mrt_config *cfg, int64_t m, int64_t n, int64_t k, int sms, int64_t *tiles,
                         int64_t *stripe)
 {
+    const int64_t outputs = (n / (16 * cfg->thread_n_blocks)) * m_chunks(m, cfg->thread_m_blocks);
+    const int stream_k = mrt__marlin_is_wgmma(cfg) ? mrt__marlin_wgmma_stream_k(cfg, m, n, k, sms) : 0;
+    if (stream_k) {
+        const int64_t steps = k / (16 * cfg->thread_k_blocks);
+        *tiles = outputs * steps;
+        *stripe = outputs / sms * steps + ceil_div(outputs % sms * steps, stream_k);
+        return;
+    }
     const int64_t k_steps =
         mrt__marlin_is_wgmma(cfg) ? mrt__marlin_wgmma_splits(cfg, m, n, k, sms) : k / (16 * cfg->thread_k_blocks);
-    *tiles = k_steps * (n / (16 * cfg->thread_n_blocks)) * m_chunks(m, cfg->thread_m_blocks);
+    *tiles = k_steps * outputs;
     /* wgmma: one block per tile, in waves of `sms`; mma.sync: the launch's stripes. */
     const int64_t grid = mrt__marlin_is_wgmma(cfg) ? (*tiles < sms ? *tiles : sms) : mrt__marlin_blocks(cfg, m, n, k, sms);
     *stripe = ceil_div(*tiles, grid);
@@ -911,6 +920,8 @@ static mrt_status gpu_measure(void *user, const mrt_config *cfg, double best_us,
     mrt__function fn;
     /* Compile (or fetch) and load first, so that no timed batch waits for NVRTC. */
     MRT_CHECK(mrt__get_function(ctx, MRT_KERNEL_MARLIN_W4A16, cfg, &fn));
+    if (mrt__marlin_is_wgmma(cfg) && mrt__marlin_wgmma_stream_k(cfg, t->m, t->n, t->k, mrt__device(ctx)->sm_count))
+        MRT_CHECK(mrt__get_function(ctx, MRT_KERNEL_MARLIN_W4A16_SK, cfg, &fn));
     if (!t->problem) {
         /* More than twice the L2 size, so that every launch reads its weights from HBM. */
         const size_t rotate = 2 * (size_t)(mrt__device(ctx)->l2_bytes > 0 ? mrt__device(ctx)->l2_bytes : 0) + 1;

@@ -30,6 +30,8 @@ mrt_status mrt__marlin_config_fits(mrt__err *err, const mrt_config *cfg, int64_t
 int64_t mrt__marlin_smem_bytes(const mrt_config *cfg);
 /* K shares per output tile the launch gives a wgmma configuration on `sms` SMs (1: none). */
 int mrt__marlin_wgmma_splits(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms);
+/* Stream-K blocks the launch gives a wgmma configuration's tail on `sms` SMs (0: none). */
+int mrt__marlin_wgmma_stream_k(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms);
 /* Blocks a launch over `rows` rows of a configuration gets on `sms` SMs. */
 int64_t mrt__marlin_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms);
 /* group_blocks for a group size and K (-1 for per channel, and for one group as deep as K). */

@@ -121,9 +121,11 @@ static void test_compile__every_default_config_for_every_arch(void **state)
         assert_int_equal(mrt_kernel_default_configs(kernel, configs, count, &count), MRT_OK);
         for (int a = 0; a < arch_count; a++)
             for (size_t i = 0; i < count; i++) {
-                /* The wgmma configurations exist for sm_90 only: elsewhere they must be refused,
-                 * without a compile. */
-                if (strcmp(kernel, MRT_KERNEL_MARLIN_W4A16) == 0 && configs[i].thread_m_blocks >= 8 && archs[a] != 90) {
+                /* The wgmma configurations (of both GEMM entry points) exist for sm_90 only:
+                 * elsewhere they must be refused, without a compile. */
+                const int gemm = strcmp(kernel, MRT_KERNEL_MARLIN_W4A16) == 0 ||
+                                 strcmp(kernel, MRT_KERNEL_MARLIN_W4A16_SK) == 0;
+                if (gemm && configs[i].thread_m_blocks >= 8 && archs[a] != 90) {
                     assert_int_equal(mrt_config_supports_arch(kernel, &configs[i], archs[a]), MRT_ERR_UNSUPPORTED);
                     assert_non_null(strstr(mrt_thread_errmsg(), "sm_90 only"));
                     total--;

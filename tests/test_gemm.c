@@ -209,10 +209,45 @@ static void test_gemm__grid_prefers_aligned_stripes(void **state)
                      (long long)cases[i].n, (long long)cases[i].k, cases[i].tmb, cases[i].tnb, cases[i].tkb,
                      (long long)blocks, (long long)cases[i].blocks);
     }
-    /* The wgmma kernel: one block per output tile and K share. */
+    /* The wgmma kernel: one block per output tile and K share, or whole tiles in full waves
+     * and a stream-K tail (the leftover tiles' steps cut over as many blocks as keep 8 steps
+     * each, at most one per SM, if that is more blocks than leftover tiles and the last wave
+     * gets at least 2048 of K, 16 steps of 128, shorter). */
     const mrt_config wide = {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 16, .thread_k_blocks = 8,
                              .stages = 4, .group_blocks = 8};
-    assert_int_equal(mrt__marlin_blocks(&wide, 512, 57344, 8192, 132), 224 * 4);
+    const mrt_config tall = {.threads = 256, .thread_m_blocks = 16, .thread_n_blocks = 8, .thread_k_blocks = 8,
+                             .stages = 4, .group_blocks = 8};
+    const struct {
+        const mrt_config *cfg;
+        int64_t m, n, k;
+        int stream_k;
+        int64_t blocks;
+    } wgmma_cases[] = {
+        /* 448 = 3 x 132 + 52 tiles; 52 x 64 steps / 8 > 132 blocks: shares of 26 steps
+         * instead of 64 whole: 396 whole-tile blocks + 132 */
+        {&wide, 256, 57344, 8192, 132, 528},
+        {&wide, 64, 57344, 8192, 132, 264},  /* 224 = 132 + 92: shares of 45, 19 steps saved */
+        {&wide, 256, 17920, 4992, 39, 171},  /* 140 = 132 + 8; 8 x 39 steps / 8 = 39 blocks */
+        {&wide, 256, 28672, 1024, 0, 224},   /* 224 = 132 + 92, 92 x 8 / 8 = 92: not more */
+        /* 896 = 6 x 132 + 104: shares of 51 steps, 13 (1664 of K) saved: not enough */
+        {&wide, 512, 57344, 8192, 0, 896},
+        {&wide, 256, 28672, 4096, 0, 224},   /* 224 = 132 + 92: shares of 23 of 32, 9 saved */
+        {&wide, 128, 33792, 8192, 0, 132},   /* 132 tiles: a full wave */
+        {&wide, 512, 8192, 28672, 0, 128},   /* 128 tiles, fewer than the SMs: no split (1) */
+        /* 256-row tiles, N = 128: a block's two slots of 256 x 128 floats; the workspace
+         * (2 x 132 slots of 128 x 128) holds 66 blocks' worth. 152 = 132 + 20 tiles: shares
+         * of 20 steps of 64. */
+        {&tall, 38912, 128, 8192, 66, 198},
+    };
+    for (size_t i = 0; i < sizeof wgmma_cases / sizeof wgmma_cases[0]; i++) {
+        const mrt_config *cfg = wgmma_cases[i].cfg;
+        const int stream_k = mrt__marlin_wgmma_stream_k(cfg, wgmma_cases[i].m, wgmma_cases[i].n, wgmma_cases[i].k, 132);
+        const int64_t blocks = mrt__marlin_blocks(cfg, wgmma_cases[i].m, wgmma_cases[i].n, wgmma_cases[i].k, 132);
+        if (stream_k != wgmma_cases[i].stream_k || blocks != wgmma_cases[i].blocks)
+            fail_msg("wgmma case %zu: m=%lld n=%lld k=%lld: stream_k %d, %lld blocks; expected %d, %lld", i,
+                     (long long)wgmma_cases[i].m, (long long)wgmma_cases[i].n, (long long)wgmma_cases[i].k, stream_k,
+                     (long long)blocks, wgmma_cases[i].stream_k, (long long)wgmma_cases[i].blocks);
+    }
     assert_int_equal(mrt__marlin_blocks(&wide, 128, 8192, 8192, 132), 32 * mrt__marlin_wgmma_splits(&wide, 128, 8192, 8192, 132));
 }
 
@@ -358,12 +393,14 @@ static int child_launch(const char *store)
     /* The wgmma kernel (sm_90 only): 128 x 128 tiles of a 128 x 256 output are 2 tiles for
      * the fake's 8 SMs, so the launch splits K into 4 shares (32 steps of 128, 8 each). With
      * K = 2048 a share would get 4 steps: fewer than 8, so 2 shares of 8. With N = 1024 there
-     * are 8 tiles: no split. */
+     * are 8 tiles: no split. With N = 1280, 10 tiles: 8 whole, and the 2 left over (64
+     * steps) cut over 8 stream-K blocks, whose count is the kernel's last parameter. */
     unsigned (*grid)(void) = (unsigned (*)(void))dlsym(fake, "mrt_fake_cuda_last_grid");
     const mrt_config wide = {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 8, .thread_k_blocks = 8,
                              .stages = 4, .group_blocks = 8};
-    const int64_t shapes[][3] = {{128, 256, 4096}, {128, 256, 2048}, {129, 256, 4096}, {128, 1024, 4096}};
-    for (size_t i = 0; i < 4; i++) {
+    const int64_t shapes[][3] = {
+        {128, 256, 4096}, {128, 256, 2048}, {129, 256, 4096}, {128, 1024, 4096}, {128, 1280, 4096}};
+    for (size_t i = 0; i < 5; i++) {
         mrt_gemm_args args = valid_args();
         args.m = shapes[i][0];
         args.n = shapes[i][1];
@@ -371,10 +408,13 @@ static int child_launch(const char *store)
         mrt_status rc = mrt_gemm_workspace_size(ctx, args.n, &args.workspace_bytes);
         if (rc == MRT_OK)
             rc = mrt_gemm(ctx, NULL, &args, &wide);
-        if (rc == MRT_OK)
-            printf("wgmma m=%lld n=%lld k=%lld grid=%u\n", (long long)args.m, (long long)args.n, (long long)args.k,
-                   grid ? grid() : 0);
-        else
+        if (rc == MRT_OK) {
+            int with_attributes = -1, overlap = -1, stream_k = -2;
+            unsigned shared = 0;
+            last(&with_attributes, &overlap, &shared, &stream_k);
+            printf("wgmma m=%lld n=%lld k=%lld grid=%u stream_k=%d\n", (long long)args.m, (long long)args.n,
+                   (long long)args.k, grid ? grid() : 0, stream_k);
+        } else
             printf("wgmma: %s\n", mrt_status_str(rc));
     }
     mrt_context_destroy(ctx);
@@ -408,13 +448,15 @@ static void test_gemm__launch_path_with_fake_driver(void **state)
         {90, "flags=0 ex=1 overlap=1 shared=84480 kernel_flags=0 overlapped=1\n"
              "flags=1 ex=1 overlap=1 shared=84480 kernel_flags=1 overlapped=2\n"
              "flags=2 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=2\n"
-             "wgmma m=128 n=256 k=4096 grid=8\n"
-             "wgmma m=128 n=256 k=2048 grid=4\n"
-             "wgmma m=129 n=256 k=4096 grid=8\n"
-             "wgmma m=128 n=1024 k=4096 grid=8\n"},
+             "wgmma m=128 n=256 k=4096 grid=8 stream_k=0\n"
+             "wgmma m=128 n=256 k=2048 grid=4 stream_k=0\n"
+             "wgmma m=129 n=256 k=4096 grid=8 stream_k=0\n"
+             "wgmma m=128 n=1024 k=4096 grid=8 stream_k=0\n"
+             "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8\n"},
         {80, "flags=0 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=0\n"
              "flags=1 ex=0 overlap=0 shared=66560 kernel_flags=1 overlapped=0\n"
              "flags=2 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=0\n"
+             "wgmma: unsupported shape, configuration or architecture\n"
              "wgmma: unsupported shape, configuration or architecture\n"
              "wgmma: unsupported shape, configuration or architecture\n"
              "wgmma: unsupported shape, configuration or architecture\n"
@@ -1098,6 +1140,48 @@ static void test_gemm__wgmma_k_split_and_repeatability(void **state)
     weights_free(g, &w);
 }
 
+/* The wgmma kernel's stream-K tail, on shapes made for the device's SM count: sms + 8 output
+ * tiles, so 8 are left over after a full wave and their K steps are cut over 8*steps/8 =
+ * steps blocks (39 for K = 4992, 32 for K = 4096). K = 4992 puts block boundaries inside
+ * tiles (a block sums the end of one tile and the start of the next, two segments, the
+ * second tile's first share its last one); K = 4096 splits each tile exactly in 4. M = 256
+ * runs full width, M = 192 mixes full and 64-row chunks in the tail (a block's two
+ * segments then differ in width), M = 64 and 20 run the narrow wgmmas. */
+static void test_gemm__wgmma_stream_k_tail(void **state)
+{
+    gpu *g = *state;
+    require_gpu(g);
+    const mrt_device_info *dev = mrt__device(g->ctx);
+    skip_unless_sm90(dev);
+    const mrt_config wide = {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 16, .thread_k_blocks = 8,
+                             .stages = 4, .group_blocks = 8};
+    const int64_t sms = dev->sm_count;
+    const struct {
+        int64_t m, n, k;
+        int stream_k;
+    } cases[] = {{256, 256 * (sms + 8) / 2, 4992, 39},
+                 {64, 256 * (sms + 8), 4096, 32},
+                 {192, 256 * (sms + 8) / 2, 4992, 39},
+                 {20, 256 * (sms + 8), 4992, 39}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (quick() && i >= 2)
+            continue;
+        if (sms % 2 != 0 && cases[i].m > 128) {
+            /* sms + 8 tiles of two chunks need an even SM count; 64 and 20 still run */
+            fprintf(stderr, "[SKIPPED] m=%lld: %lld SMs is odd\n", (long long)cases[i].m, (long long)sms);
+            continue;
+        }
+        const int stream_k = mrt__marlin_wgmma_stream_k(&wide, cases[i].m, cases[i].n, cases[i].k, dev->sm_count);
+        if (stream_k != (sms < cases[i].stream_k ? sms : cases[i].stream_k))
+            fail_msg("m=%lld n=%lld k=%lld: %d stream-K blocks, expected %d", (long long)cases[i].m,
+                     (long long)cases[i].n, (long long)cases[i].k, stream_k, cases[i].stream_k);
+        weights w;
+        weights_make(g, &w, cases[i].k, cases[i].n, 128);
+        check_gemm(g, &w, cases[i].m, &wide);
+        weights_free(g, &w);
+    }
+}
+
 static void test_gemm__too_small_workspace_is_refused(void **state)
 {
     gpu *g = *state;
@@ -1157,6 +1241,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gemm__every_configuration),
         cmocka_unit_test(test_gemm__wgmma_kernel),
         cmocka_unit_test(test_gemm__wgmma_k_split_and_repeatability),
+        cmocka_unit_test(test_gemm__wgmma_stream_k_tail),
         cmocka_unit_test(test_gemm__large_square),
     };
     int failures = 0;
