@@ -246,14 +246,19 @@ static int64_t marlin_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int
     return blocks;
 }
 
-int64_t mrt__marlin_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms)
+/* Blocks of a wgmma launch: whole tiles then `stream_k` stream-K blocks, or (stream_k 0)
+ * one block per tile and K share. */
+static int64_t wgmma_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms, int stream_k)
 {
-    if (!mrt__marlin_is_wgmma(cfg))
-        return marlin_blocks(cfg, rows, n, k, sms);
     const int64_t tiles = (n / (16 * (int64_t)cfg->thread_n_blocks)) *
                           ((rows + 16 * cfg->thread_m_blocks - 1) / (16 * cfg->thread_m_blocks));
-    const int stream_k = wgmma_stream_k(cfg, rows, n, k, sms);
     return stream_k ? tiles - tiles % sms + stream_k : tiles * wgmma_splits(cfg, rows, n, k, sms);
+}
+
+int64_t mrt__marlin_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms)
+{
+    return mrt__marlin_is_wgmma(cfg) ? wgmma_blocks(cfg, rows, n, k, sms, wgmma_stream_k(cfg, rows, n, k, sms))
+                                     : marlin_blocks(cfg, rows, n, k, sms);
 }
 
 /* Rows of M one launch may cover: a multiple of the chunk height small enough that the
@@ -686,6 +691,7 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
     mrt_status rc = MRT_OK;
     mrt_config cfg;
     mrt__function fn, sk_fn = {0};
+    int sk_missing = 0;
     if (!ctx)
         return mrt__null_context(__func__);
     mrt__err *err = mrt__ctx_err(ctx);
@@ -771,18 +777,27 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
     int kernel_flags = (args->flags & MRT_GEMM_WEIGHTS_STATIC) ? 1 : 0;
     for (int64_t row = 0; row < args->m; row += launch_rows) {
         const int64_t rows = args->m - row < launch_rows ? args->m - row : launch_rows;
-        /* wgmma: one block per (column tile, chunk, K share), or whole tiles then a stream-K
-         * tail; mma.sync: striped over the SMs (marlin_blocks). */
-        const unsigned grid[3] = {(unsigned)mrt__marlin_blocks(&cfg, rows, n, k, dev->sm_count), 1, 1};
+        /* A wgmma launch with a stream-K tail runs the kernel's stream-K entry point
+         * (marlin_w4a16_sk, loaded at its first such launch), whose last parameter is its
+         * stream-K block count; the plain wgmma kernel ignores that parameter. A store
+         * without that cubin, where NVRTC cannot compile it, gets the plain kernel's launch
+         * (the same result, without the tail's speed-up) rather than an error. */
+        int stream_k = wgmma && !sk_missing ? wgmma_stream_k(&cfg, rows, n, k, dev->sm_count) : 0;
+        if (stream_k && !sk_fn.handle) {
+            const mrt_status sk_rc = mrt__get_function(ctx, MRT_KERNEL_MARLIN_W4A16_SK, &cfg, &sk_fn);
+            if (sk_rc == MRT_ERR_NO_NVRTC)
+                sk_missing = 1, stream_k = 0;
+            else
+                MRT_CHECK(sk_rc);
+        }
+        /* wgmma: one block per (column tile, chunk, K share), or whole tiles then the
+         * stream-K blocks; mma.sync: striped over the SMs (marlin_blocks). */
+        const int64_t blocks = wgmma ? wgmma_blocks(&cfg, rows, n, k, dev->sm_count, stream_k)
+                                     : marlin_blocks(&cfg, rows, n, k, dev->sm_count);
+        const unsigned grid[3] = {(unsigned)blocks, 1, 1};
         uint64_t a = args->a + (uint64_t)(row * k * 2);
         uint64_t c = args->c + (uint64_t)(row * n * 2);
         int prob_m = (int)rows;
-        /* A wgmma launch with a stream-K tail runs the kernel's stream-K entry point
-         * (marlin_w4a16_sk, loaded at its first such launch), whose last parameter is its
-         * stream-K block count; the plain wgmma kernel ignores that parameter. */
-        const int stream_k = wgmma ? wgmma_stream_k(&cfg, rows, n, k, dev->sm_count) : 0;
-        if (stream_k && !sk_fn.handle)
-            MRT_CHECK(mrt__get_function(ctx, MRT_KERNEL_MARLIN_W4A16_SK, &cfg, &sk_fn));
         int last = wgmma ? stream_k : kernel_flags;
         mrt__function *launched = stream_k ? &sk_fn : &fn;
         void *params[] = {&a, &b, &c, &scales, &prob_m, &prob_n, &prob_k, &locks, &partials, &last};

@@ -353,6 +353,32 @@ static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
 /* The path of this program, for the child processes that load the fake driver. */
 static char self_path[4096];
 
+/* One wgmma GEMM (t256.m8.n8.k8.s4, group 128) through the fake driver: prints its grid and
+ * the kernel's last parameter (the stream-K block count), or the status. */
+static void print_wgmma_launch(mrt_context *ctx, void *fake, int64_t m, int64_t n, int64_t k)
+{
+    void (*last)(int *, int *, unsigned *, int *) =
+        (void (*)(int *, int *, unsigned *, int *))dlsym(fake, "mrt_fake_cuda_last_launch");
+    unsigned (*grid)(void) = (unsigned (*)(void))dlsym(fake, "mrt_fake_cuda_last_grid");
+    const mrt_config wide = {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 8, .thread_k_blocks = 8,
+                             .stages = 4, .group_blocks = 8};
+    mrt_gemm_args args = valid_args();
+    args.m = m;
+    args.n = n;
+    args.k = k;
+    mrt_status rc = mrt_gemm_workspace_size(ctx, args.n, &args.workspace_bytes);
+    if (rc == MRT_OK)
+        rc = mrt_gemm(ctx, NULL, &args, &wide);
+    if (rc == MRT_OK) {
+        int with_attributes = -1, overlap = -1, stream_k = -2;
+        unsigned shared = 0;
+        last(&with_attributes, &overlap, &shared, &stream_k);
+        printf("wgmma m=%lld n=%lld k=%lld grid=%u stream_k=%d\n", (long long)args.m, (long long)args.n,
+               (long long)args.k, grid ? grid() : 0, stream_k);
+    } else
+        printf("wgmma: %s\n", mrt_status_str(rc));
+}
+
 /* Child (fake driver, compute capability from MRT_FAKE_CUDA_CC): one small GEMM with each
  * flag setting; prints for each what the driver was asked for. */
 static int child_launch(const char *store)
@@ -395,28 +421,27 @@ static int child_launch(const char *store)
      * K = 2048 a share would get 4 steps: fewer than 8, so 2 shares of 8. With N = 1024 there
      * are 8 tiles: no split. With N = 1280, 10 tiles: 8 whole, and the 2 left over (64
      * steps) cut over 8 stream-K blocks, whose count is the kernel's last parameter. */
-    unsigned (*grid)(void) = (unsigned (*)(void))dlsym(fake, "mrt_fake_cuda_last_grid");
-    const mrt_config wide = {.threads = 256, .thread_m_blocks = 8, .thread_n_blocks = 8, .thread_k_blocks = 8,
-                             .stages = 4, .group_blocks = 8};
     const int64_t shapes[][3] = {
         {128, 256, 4096}, {128, 256, 2048}, {129, 256, 4096}, {128, 1024, 4096}, {128, 1280, 4096}};
-    for (size_t i = 0; i < 5; i++) {
-        mrt_gemm_args args = valid_args();
-        args.m = shapes[i][0];
-        args.n = shapes[i][1];
-        args.k = shapes[i][2];
-        mrt_status rc = mrt_gemm_workspace_size(ctx, args.n, &args.workspace_bytes);
-        if (rc == MRT_OK)
-            rc = mrt_gemm(ctx, NULL, &args, &wide);
-        if (rc == MRT_OK) {
-            int with_attributes = -1, overlap = -1, stream_k = -2;
-            unsigned shared = 0;
-            last(&with_attributes, &overlap, &shared, &stream_k);
-            printf("wgmma m=%lld n=%lld k=%lld grid=%u stream_k=%d\n", (long long)args.m, (long long)args.n,
-                   (long long)args.k, grid ? grid() : 0, stream_k);
-        } else
-            printf("wgmma: %s\n", mrt_status_str(rc));
+    for (size_t i = 0; i < 5; i++)
+        print_wgmma_launch(ctx, fake, shapes[i][0], shapes[i][1], shapes[i][2]);
+    mrt_context_destroy(ctx);
+    return 0;
+}
+
+/* Child (fake driver, sm_90): one wgmma launch of M = 128, K = 4096 and the given N. */
+static int child_wgmma(const char *store, int64_t n)
+{
+    void *fake = dlopen(MRT_FAKE_CUDA_PATH, RTLD_NOW);
+    mrt_context_options opts;
+    mrt_context_options_init(&opts);
+    opts.store_path = store;
+    mrt_context *ctx = NULL;
+    if (!fake || mrt_context_create(&opts, &ctx) != MRT_OK) {
+        printf("setup failed: %s %s\n", fake ? "" : dlerror(), mrt_thread_errmsg());
+        return 1;
     }
+    print_wgmma_launch(ctx, fake, 128, n, 4096);
     mrt_context_destroy(ctx);
     return 0;
 }
@@ -474,6 +499,35 @@ static void test_gemm__launch_path_with_fake_driver(void **state)
                      cases[i].expected);
         free(out);
     }
+
+    /* A store that has the plain wgmma cubin but not its stream-K form, where NVRTC is
+     * unavailable: the launch with a tail runs the plain kernel's grid (10 tiles, no split)
+     * instead of failing; once the stream-K cubin is in the store, it runs that, NVRTC or not. */
+    char *plain_store = mrt_test_path(dir, "plain.db");
+    const struct {
+        int hide_nvrtc;
+        int n;
+        const char *expected;
+    } steps[] = {
+        {0, 1024, "wgmma m=128 n=1024 k=4096 grid=8 stream_k=0\n"},
+        {1, 1280, "wgmma m=128 n=1280 k=4096 grid=10 stream_k=0\n"},
+        {0, 1280, "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8\n"},
+        {1, 1280, "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8\n"},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        char command[8192];
+        snprintf(command, sizeof command,
+                 "%s MARLINRT_CUDA_DRIVER_PATH='%s' MRT_FAKE_CUDA_CC=90 '%s' child-wgmma '%s' %d 2>&1",
+                 steps[i].hide_nvrtc ? "MARLINRT_NVRTC_PATH=/nonexistent/libnvrtc.so" : "", MRT_FAKE_CUDA_PATH,
+                 self_path, plain_store, steps[i].n);
+        char *out = NULL;
+        int status = mrt_test_run(command, &out);
+        if (status != 0 || strcmp(out, steps[i].expected) != 0)
+            fail_msg("stream-K fallback step %zu: child exit %d, output:\n%s\nexpected:\n%s", i, status, out,
+                     steps[i].expected);
+        free(out);
+    }
+    free(plain_store);
     free(store);
     free(dir);
 }
@@ -1219,6 +1273,8 @@ int main(int argc, char **argv)
         snprintf(self_path, sizeof self_path, "%s", argv[0]);
     if (argc == 3 && strcmp(argv[1], "child-launch") == 0)
         return child_launch(argv[2]);
+    if (argc == 4 && strcmp(argv[1], "child-wgmma") == 0)
+        return child_wgmma(argv[2], atoll(argv[3]));
     const char *only = argc > 1 ? argv[1] : "";
     if (argc > 2)
         cmocka_set_test_filter(argv[2]);
