@@ -162,6 +162,13 @@ static size_t marlin_workspace_bytes(int sms, int64_t n)
     return marlin_lock_bytes(sms) + (size_t)marlin_partial_floats(sms, n) * sizeof(float);
 }
 
+/* Output tiles of a wgmma launch over `rows` rows (each one block, unless split). */
+static int64_t wgmma_tiles(const mrt_config *cfg, int64_t rows, int64_t n)
+{
+    const int64_t tokens = 16 * (int64_t)cfg->thread_m_blocks;
+    return (n / (16 * (int64_t)cfg->thread_n_blocks)) * ((rows + tokens - 1) / tokens);
+}
+
 /* K shares per output tile of the wgmma kernel: as many as make at most one block per SM
  * (so a launch with fewer tiles than SMs still uses them all), as long as each share keeps
  * WGMMA_MIN_SHARE_STEPS steps of K and the shares' fp32 sums fit the workspace's partials.
@@ -169,7 +176,7 @@ static size_t marlin_workspace_bytes(int sms, int64_t n)
 static int wgmma_splits(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms)
 {
     const int64_t tokens = 16 * (int64_t)cfg->thread_m_blocks, features = 16 * (int64_t)cfg->thread_n_blocks;
-    const int64_t tiles = (n / features) * ((rows + tokens - 1) / tokens);
+    const int64_t tiles = wgmma_tiles(cfg, rows, n);
     const int64_t steps = k / (16 * (int64_t)cfg->thread_k_blocks);
     int64_t splits = tiles >= sms ? 1 : sms / tiles;
     while (splits > 1 && (steps / splits < WGMMA_MIN_SHARE_STEPS ||
@@ -192,7 +199,7 @@ int mrt__marlin_wgmma_splits(const mrt_config *cfg, int64_t rows, int64_t n, int
 static int wgmma_stream_k(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms)
 {
     const int64_t tokens = 16 * (int64_t)cfg->thread_m_blocks, features = 16 * (int64_t)cfg->thread_n_blocks;
-    const int64_t tiles = (n / features) * ((rows + tokens - 1) / tokens);
+    const int64_t tiles = wgmma_tiles(cfg, rows, n);
     const int64_t steps = k / (16 * (int64_t)cfg->thread_k_blocks);
     if (tiles <= sms || tiles % sms == 0)
         return 0;
@@ -250,8 +257,7 @@ static int64_t marlin_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int
  * one block per tile and K share. */
 static int64_t wgmma_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms, int stream_k)
 {
-    const int64_t tiles = (n / (16 * (int64_t)cfg->thread_n_blocks)) *
-                          ((rows + 16 * cfg->thread_m_blocks - 1) / (16 * cfg->thread_m_blocks));
+    const int64_t tiles = wgmma_tiles(cfg, rows, n);
     return stream_k ? tiles - tiles % sms + stream_k : tiles * wgmma_splits(cfg, rows, n, k, sms);
 }
 
@@ -486,7 +492,7 @@ static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int gr
     int fills = 0, deep = 0;
     if (n % 256 == 0) {
         const int64_t splits = wgmma_splits(cfg, m, n, k, sms);
-        const int64_t blocks = (n / 256) * ((m + 127) / 128) * splits;
+        const int64_t blocks = wgmma_tiles(cfg, m, n) * splits;
         const int64_t waves = (blocks + sms - 1) / sms;
         fills = 100 * blocks >= WGMMA_WIDE_FILL_PERCENT * waves * sms;
         deep = splits == 1 || k / splits >= WGMMA_WIDE_MIN_SHARE_K;
