@@ -1308,36 +1308,50 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
      * the last part commits the step's copies as one group. The parts let a step's copies be
      * issued a few at a time between the wgmmas of the step before, while those run, rather
      * than all at once at the stage barrier where the tensor cores would wait for them. Part
-     * is a compile-time constant wherever this is called (unrolled loops). */
+     * is a compile-time constant wherever this is called (unrolled loops).
+     *
+     * The addresses are worked out once per thread: A copy i of a step is row a_row + i *
+     * A_RPI of the chunk at int4 a_c of the step's K (rows past M are zero-filled, nothing
+     * read); B copy i is packed row b_row + i * B_RPI of the step at int4 b_c of the tile's
+     * columns. A step adds its K offset, a copy a multiple of a row stride: a few integer
+     * instructions per copy, where working each one out from its index took a dozen, a third
+     * of the main loop's instructions (v10, docs/performance.md). Offsets are 32-bit: every
+     * int4 index of A and B fits (launch contract). */
     constexpr int PARTS = TKB;
     constexpr int A_CHUNKS = RUN * 2 * TKB;
     constexpr int A_ITERS = (A_CHUNKS + THREADS - 1) / THREADS;
+    constexpr int A_RPI = THREADS / (2 * TKB);
+    constexpr int B_CHUNKS = TKB * BLOCKS64 * 32;
+    constexpr int B_RPI = THREADS / (BLOCKS64 * 32);
+    static_assert(THREADS % (2 * TKB) == 0 && THREADS % (BLOCKS64 * 32) == 0, "copy rows tile the block");
+    static_assert(A_RPI % 8 == 0 || A_RPI % 8 == 4, "a copy's row swizzle is its first row's, or that xor 4");
+    const int a_row = tid / (2 * TKB), a_c = tid % (2 * TKB);
+    const int a_rows_left = prob_m - m0 - a_row;
+    const int a_istride = A_RPI * (int)a_gl_row;
+    const int b_istride = B_RPI * (int)b_gl_row;
+    const int4 *const a_src = A + (long long)(m0 + a_row) * a_gl_row + ks0 * 2 * TKB + a_c;
+    const int4 *const b_src = B + (long long)(ks0 * TKB + tid / (BLOCKS64 * 32)) * b_gl_row + (n0 / 64) * 32 +
+                              tid % (BLOCKS64 * 32);
+    /* The 128-byte swizzle: int4 c of row r of an atom sits at 16 * (c ^ (r % 8)). The ring
+     * and atoms are 1024-byte aligned, so bits 4-6 of this address are the swizzle alone. */
+    const mrt_u32 a_dst = sh_a_addr + (a_c / 8) * (RUN * 128) + a_row * 128 + (((a_c % 8) ^ (a_row % 8)) << 4);
     auto fetch = [&](int slot, int ks, int part) {
         if (ks < k_steps) {
-            const int k8 = (ks0 + ks) * 2 * TKB;
+            const int4 *const a_step = a_src + ks * 2 * TKB;
+            const mrt_u32 a_slot = a_dst + slot * A_STAGE;
 #pragma unroll
             for (int i = 0; i < A_ITERS; i++) {
-                const int idx = tid + i * THREADS;
-                if (i % PARTS == part && (A_CHUNKS % THREADS == 0 || idx < A_CHUNKS)) {
-                    const int row = idx / (2 * TKB);
-                    const int c = idx % (2 * TKB);
-                    const bool valid = m0 + row < prob_m;
-                    const int4 *src = A + (valid ? (long long)(m0 + row) * a_gl_row + k8 + c : 0);
-                    const mrt_u32 dst = sh_a_addr + slot * A_STAGE + (c / 8) * (RUN * 128) + row * 128 +
-                                        (((c % 8) ^ (row % 8)) << 4);
-                    mrt_cp_async16(dst, src, valid ? 16 : 0);
+                if (i % PARTS == part && (A_CHUNKS % THREADS == 0 || tid + i * THREADS < A_CHUNKS)) {
+                    const int r = i * A_RPI;
+                    mrt_cp_async16((a_slot + r * 128) ^ ((r % 8) << 4), a_step + i * a_istride,
+                                   r < a_rows_left ? 16 : 0);
                 }
             }
-            constexpr int B_CHUNKS = TKB * BLOCKS64 * 32;
+            const int4 *const b_step = b_src + ks * TKB * (int)b_gl_row;
 #pragma unroll
             for (int i = 0; i < (B_CHUNKS + THREADS - 1) / THREADS; i++) {
-                const int idx = tid + i * THREADS;
-                if ((A_ITERS + i) % PARTS == part && (B_CHUNKS % THREADS == 0 || idx < B_CHUNKS)) {
-                    const int kk = idx / (BLOCKS64 * 32);
-                    const int rem = idx % (BLOCKS64 * 32);
-                    const int4 *src = B + (long long)((ks0 + ks) * TKB + kk) * b_gl_row + (n0 / 64) * 32 + rem;
-                    mrt_cp_async16(sh_b_addr + slot * B_STAGE + idx * 16, src, 16);
-                }
+                if ((A_ITERS + i) % PARTS == part && (B_CHUNKS % THREADS == 0 || tid + i * THREADS < B_CHUNKS))
+                    mrt_cp_async16(sh_b_addr + slot * B_STAGE + (tid + i * THREADS) * 16, b_step + i * b_istride, 16);
             }
             if (GROUPED) {
                 /* A straight-line copy: a loop here, inside the span where a wgmma is in
@@ -1401,6 +1415,17 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
 
         const mrt_u32 *const b_words = sh_b + slot * (B_STAGE / 4);
         const mrt_u32 *const s_words = sh_s + slot * (S_STAGE / 4);
+        /* The stage's scale words of this thread, one per group row and m64 tile, read once
+         * (not once per unit: the same words). */
+        mrt_u32 s_stage[S_ROWS > 0 ? S_ROWS : 1][WG_M];
+#pragma unroll
+        for (int r = 0; r < S_ROWS; r++)
+#pragma unroll
+            for (int t = 0; t < WG_M; t++)
+                s_stage[r][t] = s_words[r * (FEAT / 2) + scale_off[t]];
+        /* The stage's A tile as a wgmma descriptor; a k16 sub-step adds its offset to the
+         * start address field (which the shared-memory window keeps from carrying over). */
+        const unsigned long long desc_stage = mrt_wgmma_desc(sh_a_addr + slot * A_STAGE);
         /* Unit u's packed weight and scale words of this thread (read ahead, so the
          * shared-memory latency hides behind the wgmma issue), then dequantized and scaled
          * into frag[u % 2]. */
@@ -1413,7 +1438,7 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
                     const int kk = u * KG + q;
                     raw[q][t] = b_words[kk * (BLOCKS64 * 128) + word_off[t]];
                     const int srow = GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0;
-                    sw[q][t] = GROUPED ? s_words[srow * (FEAT / 2) + scale_off[t]] : 0u;
+                    sw[q][t] = GROUPED ? s_stage[srow][t] : 0u;
                 }
         };
         auto dequant_unit = [&](int u) {
@@ -1449,8 +1474,7 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
 #pragma unroll
             for (int q = 0; q < KG; q++) {
                 const int kk = u * KG + q;
-                const mrt_u32 a_addr = sh_a_addr + slot * A_STAGE + (kk / 4) * (RUN * 128) + (kk % 4) * 32;
-                const unsigned long long desc = mrt_wgmma_desc(a_addr);
+                const unsigned long long desc = desc_stage + (((kk / 4) * (RUN * 128) + (kk % 4) * 32) >> 4);
 #pragma unroll
                 for (int t = 0; t < WG_M; t++)
                     mrt_wgmma_rs(acc[t], frag[u % 2][q][t], desc);
