@@ -1335,23 +1335,39 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
     /* The 128-byte swizzle: int4 c of row r of an atom sits at 16 * (c ^ (r % 8)). The ring
      * and atoms are 1024-byte aligned, so bits 4-6 of this address are the swizzle alone. */
     const mrt_u32 a_dst = sh_a_addr + (a_c / 8) * (RUN * 128) + a_row * 128 + (((a_c % 8) ^ (a_row % 8)) << 4);
-    auto fetch = [&](int slot, int ks, int part) {
-        if (ks < k_steps) {
-            const int4 *const a_step = a_src + ks * 2 * TKB;
-            const mrt_u32 a_slot = a_dst + slot * A_STAGE;
+    /* What the parts of one step's copy share, worked out once per step. */
+    struct copy_step {
+        bool live; /* a step of this block's range */
+        int ks, slot;
+        const int4 *a, *b;
+        mrt_u32 a_dst, b_dst;
+    };
+    auto step_of = [&](int ks) {
+        copy_step st;
+        st.live = ks < k_steps;
+        st.ks = ks;
+        st.slot = ks % STAGES;
+        st.a = a_src + ks * 2 * TKB;
+        st.b = b_src + ks * TKB * (int)b_gl_row;
+        st.a_dst = a_dst + st.slot * A_STAGE;
+        st.b_dst = sh_b_addr + st.slot * B_STAGE + tid * 16;
+        return st;
+    };
+    auto fetch = [&](const copy_step &st, int part) {
+        if (st.live) {
+            const int ks = st.ks, slot = st.slot;
 #pragma unroll
             for (int i = 0; i < A_ITERS; i++) {
                 if (i % PARTS == part && (A_CHUNKS % THREADS == 0 || tid + i * THREADS < A_CHUNKS)) {
                     const int r = i * A_RPI;
-                    mrt_cp_async16((a_slot + r * 128) ^ ((r % 8) << 4), a_step + i * a_istride,
+                    mrt_cp_async16((st.a_dst + r * 128) ^ ((r % 8) << 4), st.a + i * a_istride,
                                    r < a_rows_left ? 16 : 0);
                 }
             }
-            const int4 *const b_step = b_src + ks * TKB * (int)b_gl_row;
 #pragma unroll
             for (int i = 0; i < (B_CHUNKS + THREADS - 1) / THREADS; i++) {
                 if ((A_ITERS + i) % PARTS == part && (B_CHUNKS % THREADS == 0 || tid + i * THREADS < B_CHUNKS))
-                    mrt_cp_async16(sh_b_addr + slot * B_STAGE + (tid + i * THREADS) * 16, b_step + i * b_istride, 16);
+                    mrt_cp_async16(st.b_dst + i * THREADS * 16, st.b + i * b_istride, 16);
             }
             if (GROUPED) {
                 /* A straight-line copy: a loop here, inside the span where a wgmma is in
@@ -1393,7 +1409,7 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
     for (int i = 0; i < STAGES - 2; i++)
 #pragma unroll
         for (int part = 0; part < PARTS; part++)
-            fetch(i, i, part);
+            fetch(step_of(i), part);
 
     /* The wgmmas of KG consecutive 16-deep sub-steps form one commit group (a "unit"): a
      * narrow chunk's wgmmas are short, and a group per sub-step would leave the tensor
@@ -1409,6 +1425,7 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
     mrt_u32 frag[2][KG][WG_M][4] = {};
     for (int ks = 0; ks < k_steps; ks++) {
         const int slot = ks % STAGES;
+        const copy_step next = step_of(ks + STAGES - 2); /* copied in parts between this step's units */
         mrt_cp_async_wait<STAGES - 3>();
         mrt_fence_proxy_async();
         __syncthreads();
@@ -1423,6 +1440,20 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
 #pragma unroll
             for (int t = 0; t < WG_M; t++)
                 s_stage[r][t] = s_words[r * (FEAT / 2) + scale_off[t]];
+        /* With two m64 tiles a thread's words of one sub-step are adjacent (sub-tiles j and
+         * j + 1, j even: word_off[1] = word_off[0] + 1, 8-byte aligned): one 64-bit load. */
+        auto load_words = [&](int kk, mrt_u32 (&w)[WG_M]) {
+            const mrt_u32 *const row = b_words + kk * (BLOCKS64 * 128);
+            if constexpr (WG_M == 2) {
+                const uint2 v = *reinterpret_cast<const uint2 *>(row + word_off[0]);
+                w[0] = v.x;
+                w[1] = v.y;
+            } else {
+#pragma unroll
+                for (int t = 0; t < WG_M; t++)
+                    w[t] = row[word_off[t]];
+            }
+        };
         /* The stage's A tile as a wgmma descriptor; a k16 sub-step adds its offset to the
          * start address field (which the shared-memory window keeps from carrying over). */
         const unsigned long long desc_stage = mrt_wgmma_desc(sh_a_addr + slot * A_STAGE);
@@ -1432,14 +1463,15 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
         mrt_u32 raw[KG][WG_M], sw[KG][WG_M];
         auto load_unit = [&](int u) {
 #pragma unroll
-            for (int q = 0; q < KG; q++)
+            for (int q = 0; q < KG; q++) {
+                const int kk = u * KG + q;
+                load_words(kk, raw[q]);
 #pragma unroll
                 for (int t = 0; t < WG_M; t++) {
-                    const int kk = u * KG + q;
-                    raw[q][t] = b_words[kk * (BLOCKS64 * 128) + word_off[t]];
                     const int srow = GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0;
                     sw[q][t] = GROUPED ? s_stage[srow][t] : 0u;
                 }
+            }
         };
         auto dequant_unit = [&](int u) {
 #pragma unroll
@@ -1482,7 +1514,7 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
             mrt_wgmma_commit();
 #pragma unroll
             for (int q = 0; q < KG; q++)
-                fetch((ks + STAGES - 2) % STAGES, ks + STAGES - 2, u * KG + q);
+                fetch(next, u * KG + q);
             /* One group stays in flight: wait for the previous one (which read the other
              * register set), and only then refill that set with the next unit's weights
              * while this group runs. The previous set is kept alive up to the wait, so no
