@@ -1412,11 +1412,13 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
             fetch(step_of(i), part);
 
     /* The wgmmas of KG consecutive 16-deep sub-steps form one commit group (a "unit"): a
-     * narrow chunk's wgmmas are short, and a group per sub-step would leave the tensor
-     * cores waiting on the group's fixed latency; KG = TOK / RUN (at most half a stage)
-     * gives every group the same tensor work as a full-width one. Two register sets: the
-     * unit in flight reads one while the next unit is dequantized into the other. */
-    constexpr int KG = TOK / RUN < TKB / 2 ? TOK / RUN : TKB / 2;
+     * group per sub-step would leave the tensor cores waiting on the group's fixed latency.
+     * Full width takes two sub-steps per group (one: 1-4% slower at M = 512, v10); a narrow
+     * chunk KG = TOK / RUN, the same tensor work per group as one full-width sub-step (twice
+     * that: 7-12% slower at M = 64, v10); at most half a stage. Two register sets: the unit
+     * in flight reads one while the next unit is dequantized into the other. */
+    constexpr int KG_WANT = RUN == TOK ? 2 : TOK / RUN;
+    constexpr int KG = KG_WANT < TKB / 2 ? KG_WANT : TKB / 2;
     constexpr int UNITS = TKB / KG;
     /* The sets alternate by unit parity within a stage; an even count of units per stage
      * keeps them alternating from one stage to the next (an odd one would refill the set
