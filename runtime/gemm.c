@@ -33,11 +33,12 @@
 #define MARLIN_DIM_LIMIT ((int64_t)1 << 24)
 /* From this M on, sm_90 devices run the wgmma kernel (thread_m_blocks 8). */
 #define WGMMA_MIN_M 128
-/* From this M up to 64, they run its 128 x 256 tiles, whose one chunk of at most 64 rows
- * runs 64-token wgmmas, where those tiles fill the SMs (wgmma_config). Measured at M = 64 on
- * an H200 (docs/performance.md v8); from 49 rows on, the mma.sync kernel's tile is as tall
- * as at 64 (4 m-blocks), so the comparison is the same one. */
-#define WGMMA_NARROW_MIN_M 49
+/* From this M up to WGMMA_MIN_M, they run its 128 x 256 tiles where those fill the SMs
+ * (wgmma_config): a chunk of at most 64 rows runs 64-token wgmmas, one of 65..127 the full
+ * 128 with the rows past M zero. Measured on an H200 (docs/performance.md v10, the heuristic's
+ * mma.sync pick against t256.m8.n16.k8.s4 at M = 33, 48, 80, 96, 112 on five layers): the
+ * wgmma tile 1.12-1.44x faster at 33 and 48, 1.46-1.93x at 80..112. */
+#define WGMMA_NARROW_MIN_M 33
 /* Fewest K steps (of thread_k) a share of a K-split wgmma tile gets: shorter shares spend
  * more of their time filling the ring and handing over partial sums than computing. */
 #define WGMMA_MIN_SHARE_STEPS 8
@@ -475,8 +476,8 @@ static void heuristic_config(mrt_config *cfg, int thread_m_blocks, int n_blocks,
  * wgmma_splits) keep WGMMA_WIDE_FILL_PERCENT of the SMs busy over their waves, with shares
  * at least WGMMA_WIDE_MIN_SHARE_K deep when split; else 128 x 128 (split as needed);
  * 128-deep steps where K allows, 4 stages. Measured on an H200, docs/performance.md v5.
- * Below WGMMA_MIN_M (M in WGMMA_NARROW_MIN_M..64) only the 128 x 256 tiles run narrow
- * chunks: those, where they fill the SMs so (shares of any depth: measured, v8), else none.
+ * Below WGMMA_MIN_M (M in WGMMA_NARROW_MIN_M..127) only the 128 x 256 tiles: those, where
+ * they fill the SMs so (shares of any depth: measured, v8), else none.
  * Returns 0 when the wgmma kernel is not the pick (N not a multiple of 128, or as above). */
 static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int group_size, int sms)
 {
@@ -528,7 +529,7 @@ static void pick_config(int64_t m, int64_t n, int64_t k, int group_size, const m
     }
     if (!n_blocks)
         n_blocks = 4;
-    const int wgmma_m = m >= WGMMA_MIN_M || (m >= WGMMA_NARROW_MIN_M && m <= 64);
+    const int wgmma_m = m >= WGMMA_NARROW_MIN_M;
     if (dev && dev->cc_major == 9 && dev->cc_minor == 0 && wgmma_m && wgmma_config(cfg, m, n, k, group_size, sms) &&
         marlin_smem_bytes(cfg) <= dev->max_smem_optin)
         return;

@@ -253,9 +253,9 @@ static void test_gemm__grid_prefers_aligned_stripes(void **state)
 
 /* Where the heuristic runs the wgmma kernel: sm_90, M >= 128, N a multiple of 128; 128 x 256
  * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 2048 deep)
- * fill the SMs' waves well, else 128 x 128. At M 49..64, the 128 x 256 tiles (one chunk run
- * with 64-token wgmmas) where they fill the SMs, shares of any depth, else the mma.sync
- * kernel; nowhere else. Configurations of
+ * fill the SMs' waves well, else 128 x 128. At M 33..127, the 128 x 256 tiles (a chunk of
+ * up to 64 rows run with 64-token wgmmas) where they fill the SMs, shares of any depth, else
+ * the mma.sync kernel; nowhere else. Configurations of
  * that kernel are valid only within its register and warpgroup limits, and for sm_90 only. */
 static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
 {
@@ -284,12 +284,13 @@ static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
         {128, 4096, 14336, 8},  /* 16 wide tiles would need 8 shares of 1792: 32 narrow ones, 4 shares */
         {512, 192, 4096, 0},    /* N not a multiple of 128 */
         {128, 4096, 4096, 8},   /* 16 wide tiles: 4 shares (8 steps each) leave half the SMs idle */
-        {127, 57344, 8192, 0},  /* below 128 rows, above 64 */
+        {127, 57344, 8192, 16}, /* below 128 rows: 224 wide tiles, 85% of two waves */
+        {100, 4096, 4096, 0},   /* below 128 rows: 16 wide tiles in 4 shares, half the SMs */
         {64, 28672, 4096, 16},  /* 112 wide tiles, one wave */
         {64, 8192, 8192, 16},   /* 32 wide tiles in 4 shares */
         {64, 4096, 14336, 16},  /* 16 wide tiles in 8 shares of 1792: deep enough at 64 rows */
-        {49, 57344, 8192, 16},  /* 224 wide tiles: 85% of two waves */
-        {48, 57344, 8192, 0},   /* below 49 rows */
+        {33, 57344, 8192, 16},  /* 224 wide tiles: 85% of two waves */
+        {32, 57344, 8192, 0},   /* below 33 rows */
         {64, 4096, 4096, 0},    /* 16 wide tiles in 4 shares: half the SMs */
         {64, 3968, 4096, 0},    /* N not a multiple of 256 */
         {4097, 4096, 1344, 16}, /* K not a multiple of 128: 64-deep steps */
