@@ -688,7 +688,8 @@ typedef struct mrt_tune_options {
     /** Timed batches per configuration; their median is the result (default 20; 1..1000). */
     int32_t batches;
     /** Relative noise band (default 0.02; 0..1): a configuration whose median is within
-     *  max(noise x best median, spread of the best) of the best median counts as tied, and
+     *  noise x best median of the best median counts as tied, the band widened to the spread
+     *  of the best where that is larger, up to 2 x noise x best median; and
      *  among tied configurations a fixed order on the fields picks the winner (fewest stages,
      *  then threads, thread_m_blocks, thread_n_blocks, thread_k_blocks), so two processes
      *  timing the same problem agree despite noise. */

@@ -169,9 +169,13 @@ void mrt__tune_decide(mrt_tune_result *results, size_t count, double noise)
     for (size_t i = 1; i < count; i++)
         if (compare_results(&results[i], &results[best]) < 0)
             best = i;
+    /* The best's spread widens the band (a noisy best cannot tell close candidates apart),
+     * but to twice the relative band at most: one noisy measurement must not let a clearly
+     * slower configuration win (seen on an H200: a best with a 12% spread made a 3-stage
+     * configuration 12% slower than the heuristic's pick the winner, docs/performance.md v10). */
     double band = noise * results[best].median_us;
     if (results[best].spread_us > band)
-        band = results[best].spread_us;
+        band = results[best].spread_us < 2 * band ? results[best].spread_us : 2 * band;
     const double limit = results[best].median_us + band;
     size_t winner = best;
     for (size_t i = 0; i < count; i++) {

@@ -483,13 +483,31 @@ static void test_tune__tie_break_is_order_independent(void **state)
             tied += t[i].tied != 0;
         assert_int_equal(tied, 4);
     }
-    /* A wide spread of the best widens the band past the relative noise. */
+    /* A wide spread of the best widens the band past the relative noise (10.3 is within the
+     * best's spread of 0.35, not within 2% of 10.0)... */
     mrt_tune_result wide[2];
     memset(wide, 0, sizeof wide);
-    wide[0].config = config_of(256, 1, 8, 8, 6, 8), wide[0].median_us = 10.0, wide[0].spread_us = 2.0;
-    wide[1].config = config_of(256, 1, 8, 8, 3, 8), wide[1].median_us = 11.5;
+    wide[0].config = config_of(256, 1, 8, 8, 6, 8), wide[0].median_us = 10.0, wide[0].spread_us = 0.35;
+    wide[1].config = config_of(256, 1, 8, 8, 3, 8), wide[1].median_us = 10.3;
     mrt__tune_decide(wide, 2, 0.02);
     assert_int_equal(wide[0].config.stages, 3);
+    assert_true(wide[1].tied);
+    /* ...but to twice the relative band at most: a spread of 20% does not make a configuration
+     * 5% or 15% slower a winner (3.5% slower still ties). */
+    mrt_tune_result noisy[3];
+    memset(noisy, 0, sizeof noisy);
+    noisy[0].config = config_of(256, 1, 8, 8, 6, 8), noisy[0].median_us = 10.0, noisy[0].spread_us = 2.0;
+    noisy[1].config = config_of(256, 1, 8, 8, 3, 8), noisy[1].median_us = 11.5;
+    noisy[2].config = config_of(256, 1, 8, 8, 4, 8), noisy[2].median_us = 10.5;
+    mrt__tune_decide(noisy, 3, 0.02);
+    assert_int_equal(noisy[0].config.stages, 6);
+    assert_false(noisy[1].tied);
+    assert_false(noisy[2].tied);
+    noisy[0].config = config_of(256, 1, 8, 8, 6, 8), noisy[0].median_us = 10.0, noisy[0].spread_us = 2.0;
+    noisy[1].config = config_of(256, 1, 8, 8, 3, 8), noisy[1].median_us = 10.35, noisy[1].spread_us = 0;
+    noisy[2].config = config_of(256, 1, 8, 8, 4, 8), noisy[2].median_us = 12.0, noisy[2].spread_us = 0;
+    mrt__tune_decide(noisy, 3, 0.02);
+    assert_int_equal(noisy[0].config.stages, 3);
     mrt__tune_decide(wide, 0, 0.02); /* nothing to do, no crash */
 }
 
