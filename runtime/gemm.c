@@ -31,7 +31,8 @@
 #define MARLIN_INDEX_LIMIT ((int64_t)1 << 30)
 /* Largest K or N accepted, so that one launch always covers at least one 64-row chunk. */
 #define MARLIN_DIM_LIMIT ((int64_t)1 << 24)
-/* From this M on, sm_90 devices run the wgmma kernel (thread_m_blocks 8). */
+/* From this M on, sm_90 devices run the wgmma kernel (thread_m_blocks 8) wherever N allows:
+ * 128 x 128 tiles where the 128 x 256 ones would not fill the SMs (wgmma_config). */
 #define WGMMA_MIN_M 128
 /* From this M up to WGMMA_MIN_M, they run its 128 x 256 tiles where those fill the SMs
  * (wgmma_config): a chunk of at most 64 rows runs 64-token wgmmas, one of 65..127 the full
