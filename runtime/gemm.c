@@ -209,8 +209,9 @@ static int wgmma_stream_k(const mrt_config *cfg, int64_t rows, int64_t n, int64_
     int64_t blocks = tail * steps / WGMMA_MIN_SHARE_STEPS;
     if (blocks > sms)
         blocks = sms;
-    if (blocks > marlin_partial_floats(sms, n) / (2 * tokens * features))
-        blocks = marlin_partial_floats(sms, n) / (2 * tokens * features);
+    const int64_t slot_pairs = marlin_partial_floats(sms, n) / (2 * tokens * features);
+    if (blocks > slot_pairs)
+        blocks = slot_pairs;
     if (blocks <= tail)
         return 0;
     const int64_t share = (tail * steps + blocks - 1) / blocks;
@@ -793,9 +794,11 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
         int stream_k = wgmma && !sk_missing ? wgmma_stream_k(&cfg, rows, n, k, dev->sm_count) : 0;
         if (stream_k && !sk_fn.handle) {
             const mrt_status sk_rc = mrt__get_function(ctx, MRT_KERNEL_MARLIN_W4A16_SK, &cfg, &sk_fn);
-            if (sk_rc == MRT_ERR_NO_NVRTC)
+            if (sk_rc == MRT_ERR_NO_NVRTC) {
+                /* Absorbed: the call succeeds, so its message goes ("" after a success). */
                 sk_missing = 1, stream_k = 0;
-            else
+                ctx->errbuf[0] = '\0';
+            } else
                 MRT_CHECK(sk_rc);
         }
         /* wgmma: one block per (column tile, chunk, K share), or whole tiles then the

@@ -928,8 +928,10 @@ static mrt_status gpu_measure(void *user, const mrt_config *cfg, double best_us,
      * store) mrt_gemm runs the plain kernel, and so is it timed. */
     if (mrt__marlin_is_wgmma(cfg) && mrt__marlin_wgmma_stream_k(cfg, t->m, t->n, t->k, mrt__device(ctx)->sm_count)) {
         rc = mrt__get_function(ctx, MRT_KERNEL_MARLIN_W4A16_SK, cfg, &fn);
-        if (rc == MRT_ERR_NO_NVRTC)
+        if (rc == MRT_ERR_NO_NVRTC) {
             rc = MRT_OK;
+            ctx->errbuf[0] = '\0';
+        }
         MRT_CHECK(rc);
     }
     if (!t->problem) {

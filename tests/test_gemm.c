@@ -354,8 +354,9 @@ static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
 /* The path of this program, for the child processes that load the fake driver. */
 static char self_path[4096];
 
-/* One wgmma GEMM (t256.m8.n8.k8.s4, group 128) through the fake driver: prints its grid and
- * the kernel's last parameter (the stream-K block count), or the status. */
+/* One wgmma GEMM (t256.m8.n8.k8.s4, group 128) through the fake driver: prints its grid, the
+ * kernel's last parameter (the stream-K block count) and the context's message (which must be
+ * empty after a success, a fallback included), or the status. */
 static void print_wgmma_launch(mrt_context *ctx, void *fake, int64_t m, int64_t n, int64_t k)
 {
     void (*last)(int *, int *, unsigned *, int *) =
@@ -374,8 +375,8 @@ static void print_wgmma_launch(mrt_context *ctx, void *fake, int64_t m, int64_t 
         int with_attributes = -1, overlap = -1, stream_k = -2;
         unsigned shared = 0;
         last(&with_attributes, &overlap, &shared, &stream_k);
-        printf("wgmma m=%lld n=%lld k=%lld grid=%u stream_k=%d\n", (long long)args.m, (long long)args.n,
-               (long long)args.k, grid ? grid() : 0, stream_k);
+        printf("wgmma m=%lld n=%lld k=%lld grid=%u stream_k=%d message=\"%s\"\n", (long long)args.m,
+               (long long)args.n, (long long)args.k, grid ? grid() : 0, stream_k, mrt_errmsg(ctx));
     } else
         printf("wgmma: %s\n", mrt_status_str(rc));
 }
@@ -474,11 +475,11 @@ static void test_gemm__launch_path_with_fake_driver(void **state)
         {90, "flags=0 ex=1 overlap=1 shared=84480 kernel_flags=0 overlapped=1\n"
              "flags=1 ex=1 overlap=1 shared=84480 kernel_flags=1 overlapped=2\n"
              "flags=2 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=2\n"
-             "wgmma m=128 n=256 k=4096 grid=8 stream_k=0\n"
-             "wgmma m=128 n=256 k=2048 grid=4 stream_k=0\n"
-             "wgmma m=129 n=256 k=4096 grid=8 stream_k=0\n"
-             "wgmma m=128 n=1024 k=4096 grid=8 stream_k=0\n"
-             "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8\n"},
+             "wgmma m=128 n=256 k=4096 grid=8 stream_k=0 message=\"\"\n"
+             "wgmma m=128 n=256 k=2048 grid=4 stream_k=0 message=\"\"\n"
+             "wgmma m=129 n=256 k=4096 grid=8 stream_k=0 message=\"\"\n"
+             "wgmma m=128 n=1024 k=4096 grid=8 stream_k=0 message=\"\"\n"
+             "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8 message=\"\"\n"},
         {80, "flags=0 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=0\n"
              "flags=1 ex=0 overlap=0 shared=66560 kernel_flags=1 overlapped=0\n"
              "flags=2 ex=0 overlap=0 shared=66560 kernel_flags=0 overlapped=0\n"
@@ -510,10 +511,10 @@ static void test_gemm__launch_path_with_fake_driver(void **state)
         int n;
         const char *expected;
     } steps[] = {
-        {0, 1024, "wgmma m=128 n=1024 k=4096 grid=8 stream_k=0\n"},
-        {1, 1280, "wgmma m=128 n=1280 k=4096 grid=10 stream_k=0\n"},
-        {0, 1280, "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8\n"},
-        {1, 1280, "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8\n"},
+        {0, 1024, "wgmma m=128 n=1024 k=4096 grid=8 stream_k=0 message=\"\"\n"},
+        {1, 1280, "wgmma m=128 n=1280 k=4096 grid=10 stream_k=0 message=\"\"\n"},
+        {0, 1280, "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8 message=\"\"\n"},
+        {1, 1280, "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8 message=\"\"\n"},
     };
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
         char command[8192];
