@@ -1312,8 +1312,8 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
      *
      * The addresses are worked out once per thread: A copy i of a step is row a_row + i *
      * A_RPI of the chunk at int4 a_c of the step's K (rows past M are zero-filled, nothing
-     * read); B copy i is packed row b_row + i * B_RPI of the step at int4 b_c of the tile's
-     * columns. A step adds its K offset, a copy a multiple of a row stride: a few integer
+     * read); B copy i is packed row tid / (BLOCKS64 * 32) + i * B_RPI of the step at int4
+     * tid % (BLOCKS64 * 32) of the tile's columns. A step adds its K offset, a copy a multiple of a row stride: a few integer
      * instructions per copy, where working each one out from its index took a dozen, a third
      * of the main loop's instructions (v10, docs/performance.md). Offsets are 32-bit: every
      * int4 index of A and B fits (launch contract). */
@@ -1459,21 +1459,14 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
         /* The stage's A tile as a wgmma descriptor; a k16 sub-step adds its offset to the
          * start address field (which the shared-memory window keeps from carrying over). */
         const unsigned long long desc_stage = mrt_wgmma_desc(sh_a_addr + slot * A_STAGE);
-        /* Unit u's packed weight and scale words of this thread (read ahead, so the
-         * shared-memory latency hides behind the wgmma issue), then dequantized and scaled
-         * into frag[u % 2]. */
-        mrt_u32 raw[KG][WG_M], sw[KG][WG_M];
+        /* Unit u's packed weight words of this thread (read ahead, so the shared-memory
+         * latency hides behind the wgmma issue), then dequantized and scaled (the scale word
+         * of the sub-step's group row, from s_stage) into frag[u % 2]. */
+        mrt_u32 raw[KG][WG_M];
         auto load_unit = [&](int u) {
 #pragma unroll
-            for (int q = 0; q < KG; q++) {
-                const int kk = u * KG + q;
-                load_words(kk, raw[q]);
-#pragma unroll
-                for (int t = 0; t < WG_M; t++) {
-                    const int srow = GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0;
-                    sw[q][t] = GROUPED ? s_stage[srow][t] : 0u;
-                }
-            }
+            for (int q = 0; q < KG; q++)
+                load_words(u * KG + q, raw[q]);
         };
         auto dequant_unit = [&](int u) {
 #pragma unroll
@@ -1484,10 +1477,12 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
                     mrt_dequant(raw[q][t], lo);
                     mrt_dequant(raw[q][t] >> 8, hi);
                     if (GROUPED) {
-                        lo[0] = mrt_hmul2_by_half<false>(lo[0], sw[q][t]);
-                        lo[1] = mrt_hmul2_by_half<false>(lo[1], sw[q][t]);
-                        hi[0] = mrt_hmul2_by_half<true>(hi[0], sw[q][t]);
-                        hi[1] = mrt_hmul2_by_half<true>(hi[1], sw[q][t]);
+                        const int kk = u * KG + q;
+                        const mrt_u32 sw = s_stage[GROUP_BLOCKS < TKB ? kk / (GROUPED ? GROUP_BLOCKS : 1) : 0][t];
+                        lo[0] = mrt_hmul2_by_half<false>(lo[0], sw);
+                        lo[1] = mrt_hmul2_by_half<false>(lo[1], sw);
+                        hi[0] = mrt_hmul2_by_half<true>(hi[0], sw);
+                        hi[1] = mrt_hmul2_by_half<true>(hi[1], sw);
                     }
                     frag[u % 2][q][t][0] = lo[0];
                     frag[u % 2][q][t][1] = hi[0];
