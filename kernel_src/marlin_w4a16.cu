@@ -183,10 +183,13 @@ __device__ __forceinline__ void mrt_store_relaxed(int *counter, int value)
 }
 
 /* Block-wide: count this block in on `counter` and return, in every thread, whether it was
- * the last of `participants` to arrive. Every thread whose stores the last block reads has
- * fenced before calling; the barrier orders those stores before thread 0's acq_rel atomic,
- * and the final barrier orders every thread's later loads after it. The last block puts the
- * counter back to 0: nobody else touches it again in this launch. */
+ * the last of `participants` to arrive. The first barrier orders every thread's earlier
+ * stores before thread 0's atomic, whose release at gpu scope makes them visible to the
+ * block that acquires the counter after it (as a grid-wide barrier does: one thread's
+ * fence after a block barrier). A fence in every storing thread as well cost 1-5% on
+ * launches that share columns (v11, docs/performance.md). The final barrier orders every
+ * thread's later loads after the acquire. The last block puts the counter back to 0:
+ * nobody else touches it again in this launch. */
 __device__ __forceinline__ bool mrt_arrive_last(int *counter, int participants)
 {
     __syncthreads();
@@ -203,7 +206,7 @@ __device__ __forceinline__ bool mrt_arrive_last(int *counter, int participants)
 
 /* The count of a slice's arrival counter, read early and relaxed (nothing waits for it until
  * it is used). When it says every other participant has counted in, a fence.acq_rel.gpu by
- * the same thread makes their partial sums (stored and fenced before they counted in)
+ * the same thread makes their partial sums (stored before they counted in, released by it)
  * visible to it, and to the block once a barrier follows. */
 __device__ __forceinline__ int mrt_load_relaxed(const int *counter)
 {
@@ -677,9 +680,9 @@ __global__ void __launch_bounds__(THREADS, 1)
          * with other segments, the slice's other participants took the rest at the start of
          * theirs and have usually counted in long before this block gets to the end: its
          * counter is looked at now (after the grid wait) and used only at the segment's end,
-         * where this block, if they all had, is the last and skips its slot, fence and
-         * count-in. (Where all participants run the slice at once, the look would not find
-         * them in, so it is not taken.) Compiled into the wide 256-thread tiles only, the
+         * where this block, if they all had, is the last and skips its slot and count-in.
+         * (Where all participants run the slice at once, the look would not find them in,
+         * so it is not taken.) Compiled into the wide 256-thread tiles only, the
          * ones whose stripes run through several columns on the large layers: in the
          * others the extra code cost up to 4% where the look never applies (v7,
          * docs/performance.md). */
@@ -775,7 +778,7 @@ __global__ void __launch_bounds__(THREADS, 1)
          * stripe and not be split). The last block to arrive sums the slots from first_block
          * to last_block, its own included, and is the one that writes C. A first block that
          * saw all the others counted in (its look at the counter above) is that last block
-         * without a slot, fence or count-in of its own. */
+         * without a slot or count-in of its own. */
         bool writes_c = true;
         if (slice_blocks > 1) {
             constexpr int SLOT = FRAGS * WARPS_N * 32;
@@ -799,10 +802,8 @@ __global__ void __launch_bounds__(THREADS, 1)
             if (seen_all)
                 mrt_fence_gpu();
             const bool others_in = looked && __syncthreads_or(seen_all) != 0;
-            if (!others_in && wk == 0) {
+            if (!others_in && wk == 0)
                 store_own();
-                mrt_fence_gpu();
-            }
             if (others_in && tid == 0)
                 mrt_store_relaxed(locks + first_block, 0);
             writes_c = others_in || mrt_arrive_last(locks + first_block, slice_blocks);
@@ -1564,7 +1565,6 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
                 for (int i = 0; i < RUN / 8; i++)
                     mrt_store_cg(mine + (t * (RUN / 8) + i) * THREADS,
                                  make_float4(acc[t][4 * i], acc[t][4 * i + 1], acc[t][4 * i + 2], acc[t][4 * i + 3]));
-            mrt_fence_gpu();
             if (!mrt_arrive_last(locks + seg.lock, seg.parts))
                 return;
 #pragma unroll
@@ -1598,7 +1598,6 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
             for (int i = 0; i < RUN / 8; i++)
                 mrt_store_cg(slots + (long long)split * SLOT + (t * (RUN / 8) + i) * THREADS,
                              make_float4(acc[t][4 * i], acc[t][4 * i + 1], acc[t][4 * i + 2], acc[t][4 * i + 3]));
-        mrt_fence_gpu();
         if (!mrt_arrive_last(locks + tile, splits))
             return;
         /* Share by share, every float4 of the slot at once: the loads of one share are
