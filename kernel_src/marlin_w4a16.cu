@@ -807,8 +807,14 @@ __global__ void __launch_bounds__(THREADS, 1)
             if (others_in && tid == 0)
                 mrt_store_relaxed(locks + first_block, 0);
             writes_c = others_in || mrt_arrive_last(locks + first_block, slice_blocks);
+            /* Two participants: the last adds the other's slot to its own sums, one slot
+             * read instead of two (a + b == b + a, so the bits are those of slot order).
+             * Not compiled into the look-ahead tiles, whose main loops it slowed 1% (v11). */
+            const bool pair = !LOOK_AHEAD && slice_blocks == 2;
             if (writes_c && wk == 0) {
                 for (int b = others_in ? first_block + 1 : first_block; b <= last_block; b++) {
+                    if (pair && b == (int)blockIdx.x)
+                        continue;
                     const float4 *const slot = partials + slot_of(b) * SLOT + wn * 32 + lane;
 #pragma unroll
                     for (int mb = 0; mb < TMB; mb++) {
@@ -817,7 +823,7 @@ __global__ void __launch_bounds__(THREADS, 1)
                             for (int f = 0; f < 8; f++) {
                                 const float4 v = mrt_load_cg(slot + (mb * 8 + f) * WARPS_N * 32);
                                 float *a = acc[mb][f / 2][f % 2];
-                                if (b == first_block) {
+                                if (b == first_block && !pair) {
                                     a[0] = v.x;
                                     a[1] = v.y;
                                     a[2] = v.z;
@@ -1567,12 +1573,16 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
                                  make_float4(acc[t][4 * i], acc[t][4 * i + 1], acc[t][4 * i + 2], acc[t][4 * i + 3]));
             if (!mrt_arrive_last(locks + seg.lock, seg.parts))
                 return;
+            /* Two shares: the other's slot is added to this block's own sums (a + b == b +
+             * a: the same bits whoever came last); more: every slot, in share order. */
+            const bool pair = RUN == TOK && seg.parts == 2;
+            if (!pair)
 #pragma unroll
-            for (int t = 0; t < WG_M; t++)
+                for (int t = 0; t < WG_M; t++)
 #pragma unroll
-                for (int i = 0; i < RUN / 2; i++)
-                    acc[t][i] = 0.0f;
-            for (int sh = 0; sh < seg.parts; sh++) {
+                    for (int i = 0; i < RUN / 2; i++)
+                        acc[t][i] = 0.0f;
+            for (int sh = pair ? 1 - seg.part : 0; sh < (pair ? 2 - seg.part : seg.parts); sh++) {
                 const float4 *const slot = partials + (long long)mrt_wgmma_slot(seg, sh) * SLOT + tid;
 #pragma unroll
                 for (int t = 0; t < WG_M; t++)
@@ -1603,12 +1613,14 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
         /* Share by share, every float4 of the slot at once: the loads of one share are
          * independent, so they overlap in flight instead of paying an L2 round trip each.
          * The sums still run in share order, 0 + s0 + s1 + ..., whoever arrived last. */
+        const bool pair = RUN == TOK && splits == 2; /* as in the stream-K hand-over above */
+        if (!pair)
 #pragma unroll
-        for (int t = 0; t < WG_M; t++)
+            for (int t = 0; t < WG_M; t++)
 #pragma unroll
-            for (int i = 0; i < RUN / 2; i++)
-                acc[t][i] = 0.0f;
-        for (int sh = 0; sh < splits; sh++) {
+                for (int i = 0; i < RUN / 2; i++)
+                    acc[t][i] = 0.0f;
+        for (int sh = pair ? 1 - split : 0; sh < (pair ? 2 - split : splits); sh++) {
 #pragma unroll
             for (int t = 0; t < WG_M; t++)
 #pragma unroll
