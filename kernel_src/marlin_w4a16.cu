@@ -1555,7 +1555,8 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
     /* K split: every share stores its fp32 sums in its own slot of the tile (thread-major
      * float4s, the accumulator order); the last share to arrive adds the slots in share
      * order, its own included (read back: the accumulators need not stay live across the
-     * hand-over), so the result does not depend on who came last. A stream-K tile's shares
+     * hand-over), so the result does not depend on who came last; of two shares it adds the
+     * other's slot to its own sums (a + b == b + a), full-width chunks only. A stream-K tile's shares
      * do the same in their blocks' slots, the segment worked out again here (from an index
      * the compiler cannot see through) rather than kept in registers through the main loop,
      * which has none to spare. */

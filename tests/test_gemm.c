@@ -1118,8 +1118,9 @@ static void test_gemm__wgmma_kernel(void **state)
  * 128 x 128 tile is cut into 16 shares of 8 steps (the last to arrive sums 16 slots); three
  * token tiles (M = 300) make three tiles of 16 shares; K = 4992 (39 steps of 128) gives
  * shares of unequal length (9 and 10 steps), at M = 129 and M = 1; M = 64 and 20 split the
- * same way on the 64- and 32-wide wgmmas of a chunk that small. Then one wide GEMM run 12 times must give the
- * same bits every time: the pipeline keeps a wgmma in flight across the dequantization and
+ * same way on the 64- and 32-wide wgmmas of a chunk that small; 48 tiles (N = 6144) split
+ * in two, where the last to arrive adds the other share's slot to its own sums. Then one
+ * wide GEMM (64 tiles in two shares each) run 12 times must give the same bits every time: the pipeline keeps a wgmma in flight across the dequantization and
  * the stage barriers, and a register or shared-memory hazard there shows up as run-to-run
  * differences. Skipped (and said so) off sm_90. */
 static void test_gemm__wgmma_k_split_and_repeatability(void **state)
@@ -1134,7 +1135,8 @@ static void test_gemm__wgmma_k_split_and_repeatability(void **state)
         int64_t k, n, m;
         int splits;
     } cases[] = {{16384, 128, 128, 16}, {16384, 128, 300, 16}, {4992, 256, 129, 4},
-                 {4992, 256, 1, 4},     {16384, 128, 64, 16},  {4992, 256, 20, 4}};
+                 {4992, 256, 1, 4},     {16384, 128, 64, 16},  {4992, 256, 20, 4},
+                 {4096, 6144, 128, 2}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (quick() && i == 1)
             continue;
@@ -1202,7 +1204,10 @@ static void test_gemm__wgmma_k_split_and_repeatability(void **state)
  * tiles (a block sums the end of one tile and the start of the next, two segments, the
  * second tile's first share its last one); K = 4096 splits each tile exactly in 4. M = 256
  * runs full width, M = 192 mixes full and 64-row chunks in the tail (a block's two
- * segments then differ in width), M = 64 and 20 run the narrow wgmmas. */
+ * segments then differ in width), M = 64 and 20 run the narrow wgmmas. Last, 1.5 x sms tiles
+ * at K = 4096: the sms / 2 tail tiles' 32 steps are cut over sms blocks, every tile in two
+ * halves (an even SM count), the last half to arrive adding the other's slot to its own
+ * sums. */
 static void test_gemm__wgmma_stream_k_tail(void **state)
 {
     gpu *g = *state;
@@ -1218,7 +1223,8 @@ static void test_gemm__wgmma_stream_k_tail(void **state)
     } cases[] = {{256, 256 * (sms + 8) / 2, 4992, 39},
                  {64, 256 * (sms + 8), 4096, 32},
                  {192, 256 * (sms + 8) / 2, 4992, 39},
-                 {20, 256 * (sms + 8), 4992, 39}};
+                 {20, 256 * (sms + 8), 4992, 39},
+                 {128, 256 * (sms + sms / 2), 4096, (int)sms}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (quick() && i >= 2)
             continue;
