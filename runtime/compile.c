@@ -26,13 +26,6 @@ static void nvrtc_options(int arch, int arch_specific, char arch_option[32],
     snprintf(joined, size, "%s %s", options[0], options[1]);
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 static mrt_status check_arch(const mrt__nvrtc_api *nvrtc, int arch, mrt__err *err)
 {
     int count = 0;
@@ -173,9 +166,9 @@ mrt_status mrt__cubin_fetch(mrt_context *ctx, int arch, const mrt__kernel *kerne
     }
     MRT_CHECK(check_arch(nvrtc, arch, err));
 
-    double start = now_ms();
+    double start = mrt__now_ms();
     MRT_CHECK(nvrtc_compile(nvrtc, source, expression, arch, arch_specific, blob, size, entry, err));
-    double compile_ms = now_ms() - start;
+    double compile_ms = mrt__now_ms() - start;
     ctx->stats.nvrtc_compiles++;
     MRT_CHECK(mrt__ctx_store_put(ctx, key, variant, &in, *entry, compile_ms, *blob, *size, err));
     /* Counted, not printed: a library must not write to stderr; tools read mrt_get_stats. */

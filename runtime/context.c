@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "context.h"
 #include "tune.h"
@@ -199,4 +200,11 @@ mrt_status mrt_config_validate(mrt_context *ctx, const char *kernel, const mrt_c
     if (!k)
         return mrt__fail(err, MRT_ERR_NOT_FOUND, "unknown kernel \"%s\"", kernel);
     return k->validate(cfg, err);
+}
+
+double mrt__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }

@@ -40,6 +40,15 @@ struct mrt_context {
     unsigned long long cu_context_id;
     mrt_device_info info;
 
+    /* Configurations whose stream-K cubin was neither in the store nor compilable (no
+     * NVRTC), and when mrt_gemm found that (mrt__now_ms): their tail launches take the plain
+     * kernel without asking the store again for a while (runtime/gemm.c). */
+    struct {
+        mrt_config config;
+        double since_ms;
+    } sk_absent[8];
+    int sk_absent_count;
+
     /* The autotuner's winner cache and statistics (runtime/tune.c), made on first use. */
     struct mrt__tune_state *tune;
 };

@@ -48,6 +48,12 @@
  * t256.m8.n16.k8.s4), tails that saved 1200-1800 of K lost 1-3%, tails that saved 2400 or
  * more gained 4-10%. */
 #define WGMMA_SK_MIN_SAVED_K 2048
+/* How long mrt_gemm goes by its note that a configuration's stream-K cubin is neither in the
+ * store nor compilable here (no NVRTC): meanwhile its tail launches run the plain kernel
+ * without asking the store again (a lookup takes tens of microseconds, as long as a small
+ * GEMM); after it, one launch asks again, so a store warmed meanwhile by another process is
+ * taken up. */
+#define SK_ABSENT_RECHECK_MS 10000.0
 /* The heuristic's wgmma pick uses 128 x 256 tiles where, K-split as the launch would, they
  * keep at least this fraction of the SMs busy over the waves they need (in percent)... */
 #define WGMMA_WIDE_FILL_PERCENT 80
@@ -695,6 +701,36 @@ done:
     return rc;
 }
 
+/* Whether ctx noted, less than SK_ABSENT_RECHECK_MS ago, that cfg's stream-K cubin cannot
+ * be had (sk_note_absent). */
+static int sk_known_absent(const mrt_context *ctx, const mrt_config *cfg)
+{
+    for (int i = 0; i < ctx->sk_absent_count; i++)
+        if (mrt__tune_config_order(&ctx->sk_absent[i].config, cfg) == 0)
+            return mrt__now_ms() - ctx->sk_absent[i].since_ms < SK_ABSENT_RECHECK_MS;
+    return 0;
+}
+
+/* Note (or renew) that cfg's stream-K cubin cannot be had; a full table drops its oldest. */
+static void sk_note_absent(mrt_context *ctx, const mrt_config *cfg)
+{
+    const int capacity = (int)(sizeof ctx->sk_absent / sizeof ctx->sk_absent[0]);
+    int slot = -1;
+    for (int i = 0; i < ctx->sk_absent_count && slot < 0; i++)
+        if (mrt__tune_config_order(&ctx->sk_absent[i].config, cfg) == 0)
+            slot = i;
+    if (slot < 0 && ctx->sk_absent_count < capacity)
+        slot = ctx->sk_absent_count++;
+    if (slot < 0) {
+        slot = 0;
+        for (int i = 1; i < capacity; i++)
+            if (ctx->sk_absent[i].since_ms < ctx->sk_absent[slot].since_ms)
+                slot = i;
+    }
+    ctx->sk_absent[slot].config = *cfg;
+    ctx->sk_absent[slot].since_ms = mrt__now_ms();
+}
+
 MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args *args, const mrt_config *config)
 {
     mrt_status rc = MRT_OK;
@@ -790,12 +826,16 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
          * (marlin_w4a16_sk, loaded at its first such launch), whose last parameter is its
          * stream-K block count; the plain wgmma kernel ignores that parameter. A store
          * without that cubin, where NVRTC cannot compile it, gets the plain kernel's launch
-         * (the same result, without the tail's speed-up) rather than an error. */
+         * (the same result, without the tail's speed-up) rather than an error; the context
+         * remembers that for SK_ABSENT_RECHECK_MS, so later calls do not ask the store again. */
         int stream_k = wgmma && !sk_missing ? wgmma_stream_k(&cfg, rows, n, k, dev->sm_count) : 0;
+        if (stream_k && !sk_fn.handle && sk_known_absent(ctx, &cfg))
+            sk_missing = 1, stream_k = 0;
         if (stream_k && !sk_fn.handle) {
             const mrt_status sk_rc = mrt__get_function(ctx, MRT_KERNEL_MARLIN_W4A16_SK, &cfg, &sk_fn);
             if (sk_rc == MRT_ERR_NO_NVRTC) {
                 /* Absorbed: the call succeeds, so its message goes ("" after a success). */
+                sk_note_absent(ctx, &cfg);
                 sk_missing = 1, stream_k = 0;
                 ctx->errbuf[0] = '\0';
             } else

@@ -133,6 +133,9 @@ typedef struct mrt__function {
     int dynamic_smem_set;  /* dynamic shared memory the function is currently allowed */
 } mrt__function;
 
+/* CLOCK_MONOTONIC, in milliseconds. */
+double mrt__now_ms(void);
+
 /* Open the driver and the device (retaining its primary context) if not yet done. */
 mrt_status mrt__device_open(mrt_context *ctx);
 

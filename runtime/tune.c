@@ -642,13 +642,6 @@ done:
 /* Tuning                                                                                */
 /* ------------------------------------------------------------------------------------ */
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* Candidate failures the tune goes on after; anything else stops it. */
 static int skippable(mrt_status status)
 {
@@ -775,7 +768,7 @@ mrt_status mrt__tune_run(mrt_context *ctx, const mrt_device_info *dev, int64_t m
 
     state->tuning = 1;
     entered = 1;
-    const double start = now_ms();
+    const double start = mrt__now_ms();
     mrt__store *target = write_store(ctx);
     for (size_t i = 0; i < total; i++) {
         mrt_tune_result *result = &timed[timed_count];
@@ -802,7 +795,7 @@ mrt_status mrt__tune_run(mrt_context *ctx, const mrt_device_info *dev, int64_t m
         }
         /* The budget stops new measurements once something has a time; reused timings are
          * free and keep being collected. */
-        if (opts.budget_ms && timed_count > 0 && now_ms() - start >= opts.budget_ms)
+        if (opts.budget_ms && timed_count > 0 && mrt__now_ms() - start >= opts.budget_ms)
             continue;
 
         mrt__timing timing;

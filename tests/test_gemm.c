@@ -431,7 +431,17 @@ static int child_launch(const char *store)
     return 0;
 }
 
-/* Child (fake driver, sm_90): one wgmma launch of M = 128, K = 4096 and the given N. */
+/* Store lookups (hits and misses) ctx has made so far. */
+static unsigned long long store_lookups(const mrt_context *ctx)
+{
+    mrt_stats stats;
+    mrt_get_stats(ctx, &stats);
+    return (unsigned long long)(stats.store_hits + stats.store_misses);
+}
+
+/* Child (fake driver, sm_90): a wgmma launch of M = 128, K = 4096 and the given N, then the
+ * same launch again and the store lookups it made; then again with the context's notes of
+ * missing stream-K cubins made a minute old (past their recheck time), and its lookups. */
 static int child_wgmma(const char *store, int64_t n)
 {
     void *fake = dlopen(MRT_FAKE_CUDA_PATH, RTLD_NOW);
@@ -444,6 +454,14 @@ static int child_wgmma(const char *store, int64_t n)
         return 1;
     }
     print_wgmma_launch(ctx, fake, 128, n, 4096);
+    unsigned long long before = store_lookups(ctx);
+    print_wgmma_launch(ctx, fake, 128, n, 4096);
+    printf("again: %llu store lookups\n", store_lookups(ctx) - before);
+    for (int i = 0; i < ctx->sk_absent_count; i++)
+        ctx->sk_absent[i].since_ms -= 60e3;
+    before = store_lookups(ctx);
+    print_wgmma_launch(ctx, fake, 128, n, 4096);
+    printf("a minute later: %llu store lookups\n", store_lookups(ctx) - before);
     mrt_context_destroy(ctx);
     return 0;
 }
@@ -504,17 +522,32 @@ static void test_gemm__launch_path_with_fake_driver(void **state)
 
     /* A store that has the plain wgmma cubin but not its stream-K form, where NVRTC is
      * unavailable: the launch with a tail runs the plain kernel's grid (10 tiles, no split)
-     * instead of failing; once the stream-K cubin is in the store, it runs that, NVRTC or not. */
+     * instead of failing, and the context remembers the cubin is missing (the same launch
+     * again asks the store nothing) until the note is older than its recheck time (then it
+     * asks once: one miss). Once the stream-K cubin is in the store, it runs that, NVRTC or
+     * not. */
     char *plain_store = mrt_test_path(dir, "plain.db");
     const struct {
         int hide_nvrtc;
         int n;
         const char *expected;
     } steps[] = {
-        {0, 1024, "wgmma m=128 n=1024 k=4096 grid=8 stream_k=0 message=\"\"\n"},
-        {1, 1280, "wgmma m=128 n=1280 k=4096 grid=10 stream_k=0 message=\"\"\n"},
-        {0, 1280, "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8 message=\"\"\n"},
-        {1, 1280, "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8 message=\"\"\n"},
+        {0, 1024,
+         "wgmma m=128 n=1024 k=4096 grid=8 stream_k=0 message=\"\"\n"
+         "wgmma m=128 n=1024 k=4096 grid=8 stream_k=0 message=\"\"\nagain: 0 store lookups\n"
+         "wgmma m=128 n=1024 k=4096 grid=8 stream_k=0 message=\"\"\na minute later: 0 store lookups\n"},
+        {1, 1280,
+         "wgmma m=128 n=1280 k=4096 grid=10 stream_k=0 message=\"\"\n"
+         "wgmma m=128 n=1280 k=4096 grid=10 stream_k=0 message=\"\"\nagain: 0 store lookups\n"
+         "wgmma m=128 n=1280 k=4096 grid=10 stream_k=0 message=\"\"\na minute later: 1 store lookups\n"},
+        {0, 1280,
+         "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8 message=\"\"\n"
+         "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8 message=\"\"\nagain: 0 store lookups\n"
+         "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8 message=\"\"\na minute later: 0 store lookups\n"},
+        {1, 1280,
+         "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8 message=\"\"\n"
+         "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8 message=\"\"\nagain: 0 store lookups\n"
+         "wgmma m=128 n=1280 k=4096 grid=16 stream_k=8 message=\"\"\na minute later: 0 store lookups\n"},
     };
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
         char command[8192];
