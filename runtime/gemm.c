@@ -88,10 +88,12 @@ static const int heuristic_blocks[] = {16, 8, 4};
 
 /* Work items the heuristic aims for per SM: with fewer, the striped partition leaves SMs
  * waiting on reductions; with more, the tiles are narrower than they need to be. Measured
- * on an H200 (docs/performance.md, v1): the tuned winners of the ANCHORS layers all have 7
- * to 54 tiles per SM, and the widest tile with at least 24 per SM, on the deepest K step,
- * is within a few percent of the winner on every one of them. */
-#define HEURISTIC_TILES_PER_SM 24
+ * on an H200 (docs/performance.md v11): the tuned winners of the ANCHORS layers at M <= 16
+ * are the widest tile with at least 12 per SM, on the deepest K step, on every one of them
+ * (7.8 to 54 per SM; v1's 24 picked 128-wide tiles for 4096 x 28672, 16% slower than the
+ * 256-wide winner, whose 112 whole columns need no hand-over, and 64-wide ones for 8192 x
+ * 8192 and 14336 x 4096). */
+#define HEURISTIC_TILES_PER_SM 12
 
 #define COUNT_OF(array) (sizeof(array) / sizeof((array)[0]))
 
@@ -466,12 +468,15 @@ mrt_status mrt__marlin_sk_default_configs(mrt_config *configs, size_t capacity, 
 /* ------------------------------------------------------------------------------------ */
 
 /* A configuration of the heuristic's repertoire: 256 threads, except 128 for a 64 x 64 tile
- * (each thread must own whole int4 of a B tile); 4 stages, 3 with 4 m-blocks (their larger
- * A tiles make each stage bigger). */
+ * (each thread must own whole int4 of a B tile) and for the 64 x 256-deep tile of one
+ * m-block (faster on an H200 at M = 1, 4 stages: 4096 x 4096 7.68 -> 7.43 us, 8192 x 8192
+ * 14.88 -> 14.61, 2048 x 8192 6.20 -> 5.71; docs/performance.md v11); 4 stages, 3 with 4
+ * m-blocks (their larger A tiles make each stage bigger). */
 static void heuristic_config(mrt_config *cfg, int thread_m_blocks, int n_blocks, int k_blocks, int group_blocks)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->threads = n_blocks * k_blocks * 8 % 256 == 0 ? 256 : 128;
+    const int narrow_deep = thread_m_blocks == 1 && n_blocks == 4 && k_blocks == 16;
+    cfg->threads = n_blocks * k_blocks * 8 % 256 == 0 && !narrow_deep ? 256 : 128;
     cfg->thread_m_blocks = thread_m_blocks;
     cfg->thread_n_blocks = n_blocks;
     cfg->thread_k_blocks = k_blocks;

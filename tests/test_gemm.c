@@ -251,6 +251,43 @@ static void test_gemm__grid_prefers_aligned_stripes(void **state)
     assert_int_equal(mrt__marlin_blocks(&wide, 128, 8192, 8192, 132), 32 * mrt__marlin_wgmma_splits(&wide, 128, 8192, 8192, 132));
 }
 
+/* The heuristic's picks at M <= 16 on an H200-like device are the tuned winners of the
+ * ANCHORS layers (`marlinrt tune` on an H200, docs/performance.md v10 and v11): the widest
+ * tile that leaves at least 12 tiles per SM, on 256-deep steps; 64-wide tiles of one m-block
+ * with 128 threads. */
+static void test_gemm__heuristic_small_m_picks_the_tuned_winners(void **state)
+{
+    (void)state;
+    mrt_device_info h200;
+    memset(&h200, 0, sizeof h200);
+    snprintf(h200.name, sizeof h200.name, "h200-like");
+    h200.cc_major = 9;
+    h200.sm_count = 132;
+    h200.max_smem_optin = 227 * 1024;
+    const struct {
+        int64_t n, k;
+        const char *winner;
+    } cases[] = {
+        {4096, 4096, "t128.m1.n4.k16.s4.g8"},    /* 1024 tiles: 7.8 per SM even 64 wide */
+        {28672, 4096, "t256.m1.n16.k16.s4.g8"},  /* 1792 tiles: 13.6 per SM */
+        {4096, 14336, "t256.m1.n8.k16.s4.g8"},   /* 256 wide: 6.8 per SM; 128 wide: 13.6 */
+        {8192, 8192, "t256.m1.n8.k16.s4.g8"},    /* 256 wide: 7.8 per SM; 128 wide: 15.5 */
+        {57344, 8192, "t256.m1.n16.k16.s4.g8"},  /* 7168 tiles: 54 per SM */
+        {8192, 28672, "t256.m1.n16.k16.s4.g8"},  /* 3584 tiles: 27 per SM */
+    };
+    const int64_t ms[] = {1, 8, 16};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (size_t j = 0; j < sizeof ms / sizeof ms[0]; j++) {
+            mrt_config cfg;
+            mrt__marlin_heuristic(ms[j], cases[i].n, cases[i].k, 128, &h200, &cfg);
+            char name[64];
+            mrt__config_format(&cfg, name, sizeof name);
+            if (strcmp(name, cases[i].winner) != 0)
+                fail_msg("k=%lld n=%lld m=%lld: picked %s, the tuned winner is %s", (long long)cases[i].k,
+                         (long long)cases[i].n, (long long)ms[j], name, cases[i].winner);
+        }
+}
+
 /* Where the heuristic runs the wgmma kernel: sm_90, M >= 128, N a multiple of 128; 128 x 256
  * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 2048 deep)
  * fill the SMs' waves well, else 128 x 128. At M 33..127, the 128 x 256 tiles (a chunk of
@@ -1323,6 +1360,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gemm__arguments_checked_before_gpu_use),
         cmocka_unit_test(test_gemm__candidates_are_valid_and_cover_every_group),
         cmocka_unit_test(test_gemm__heuristic_fits_shape_and_device),
+        cmocka_unit_test(test_gemm__heuristic_small_m_picks_the_tuned_winners),
         cmocka_unit_test(test_gemm__heuristic_uses_wgmma_where_it_pays),
         cmocka_unit_test(test_gemm__grid_prefers_aligned_stripes),
         cmocka_unit_test(test_gemm__launch_path_with_fake_driver),
