@@ -50,9 +50,9 @@
 #define WGMMA_SK_MIN_SAVED_K 2048
 /* How long mrt_gemm goes by its note that a configuration's stream-K cubin is neither in the
  * store nor compilable here (no NVRTC): meanwhile its tail launches run the plain kernel
- * without asking the store again (a lookup takes tens of microseconds, as long as a small
- * GEMM); after it, one launch asks again, so a store warmed meanwhile by another process is
- * taken up. */
+ * without asking the store again (an SQLite query and the key's hashing on every launch
+ * otherwise, where a loaded kernel costs none); after it, one launch asks again, so a store
+ * warmed meanwhile by another process is taken up. */
 #define SK_ABSENT_RECHECK_MS 10000.0
 /* The heuristic's wgmma pick uses 128 x 256 tiles where, K-split as the launch would, they
  * keep at least this fraction of the SMs busy over the waves they need (in percent)... */
