@@ -90,7 +90,7 @@ static const int heuristic_blocks[] = {16, 8, 4};
  * waiting on reductions; with more, the tiles are narrower than they need to be. Measured
  * on an H200 (docs/performance.md v11): the tuned winners of the ANCHORS layers at M <= 16
  * are the widest tile with at least 12 per SM, on the deepest K step, on every one of them
- * (7.8 to 54 per SM; v1's 24 picked 128-wide tiles for 4096 x 28672, 16% slower than the
+ * (7.8 to 54 per SM; v1's 24 picked 128-wide tiles for 4096 x 28672, 20% slower than the
  * 256-wide winner, whose 112 whole columns need no hand-over, and 64-wide ones for 8192 x
  * 8192 and 14336 x 4096). */
 #define HEURISTIC_TILES_PER_SM 12
