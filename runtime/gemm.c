@@ -35,11 +35,12 @@
  * 128 x 128 tiles where the 128 x 256 ones would not fill the SMs (wgmma_config). */
 #define WGMMA_MIN_M 128
 /* From this M up to WGMMA_MIN_M, they run its 128 x 256 tiles where those fill the SMs
- * (wgmma_config): a chunk of at most 64 rows runs 64-token wgmmas, one of 65..127 the full
- * 128 with the rows past M zero. Measured on an H200 (docs/performance.md v10, the heuristic's
- * mma.sync pick against t256.m8.n16.k8.s4 at M = 33, 48, 80, 96, 112 on five layers): the
- * wgmma tile 1.12-1.44x faster at 33 and 48, 1.46-1.93x at 80..112. */
-#define WGMMA_NARROW_MIN_M 33
+ * (wgmma_config): a chunk of at most 32 or 64 rows runs 32- or 64-token wgmmas, one of
+ * 65..127 the full 128 with the rows past M zero. Measured on an H200 (the heuristic's
+ * mma.sync pick against t256.m8.n16.k8.s4 on five or six layers): the wgmma tile 1.12-1.44x
+ * faster at M = 33 and 48, 1.46-1.93x at 80..112 (docs/performance.md v10), 1.04-1.19x at
+ * 17, 24 and 32 where it fills the SMs, but 8192 x 57344 (0.98x; v11). */
+#define WGMMA_NARROW_MIN_M 17
 /* Fewest K steps (of thread_k) a share of a K-split wgmma tile gets: shorter shares spend
  * more of their time filling the ring and handing over partial sums than computing. */
 #define WGMMA_MIN_SHARE_STEPS 8

@@ -290,8 +290,8 @@ static void test_gemm__heuristic_small_m_picks_the_tuned_winners(void **state)
 
 /* Where the heuristic runs the wgmma kernel: sm_90, M >= 128, N a multiple of 128; 128 x 256
  * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 2048 deep)
- * fill the SMs' waves well, else 128 x 128. At M 33..127, the 128 x 256 tiles (a chunk of
- * up to 64 rows run with 64-token wgmmas) where they fill the SMs, shares of any depth, else
+ * fill the SMs' waves well, else 128 x 128. At M 17..127, the 128 x 256 tiles (a chunk of
+ * up to 32 or 64 rows run with 32- or 64-token wgmmas) where they fill the SMs, shares of any depth, else
  * the mma.sync kernel; nowhere else. Configurations of
  * that kernel are valid only within its register and warpgroup limits, and for sm_90 only. */
 static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
@@ -327,7 +327,11 @@ static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
         {64, 8192, 8192, 16},   /* 32 wide tiles in 4 shares */
         {64, 4096, 14336, 16},  /* 16 wide tiles in 8 shares of 1792: deep enough at 64 rows */
         {33, 57344, 8192, 16},  /* 224 wide tiles: 85% of two waves */
-        {32, 57344, 8192, 0},   /* below 33 rows */
+        {32, 57344, 8192, 16},  /* 224 wide tiles: 85% of two waves */
+        {17, 28672, 4096, 16},  /* 112 wide tiles, one wave */
+        {17, 4096, 14336, 16},  /* 16 wide tiles in 8 shares of 1792 */
+        {32, 4096, 4096, 0},    /* 16 wide tiles in 4 shares: half the SMs */
+        {16, 57344, 8192, 0},   /* below 17 rows */
         {64, 4096, 4096, 0},    /* 16 wide tiles in 4 shares: half the SMs */
         {64, 3968, 4096, 0},    /* N not a multiple of 256 */
         {4097, 4096, 1344, 16}, /* K not a multiple of 128: 64-deep steps */
