@@ -41,8 +41,8 @@ struct mrt_context {
     mrt_device_info info;
 
     /* Configurations whose stream-K cubin was neither in the store nor compilable (no
-     * NVRTC), and when mrt_gemm found that (mrt__now_ms): their tail launches take the plain
-     * kernel without asking the store again for a while (runtime/gemm.c). */
+     * NVRTC), and when that was found (mrt__now_ms): their tail launches take the plain
+     * kernel without asking the store again for a while (mrt__marlin_sk_function). */
     struct {
         mrt_config config;
         double since_ms;

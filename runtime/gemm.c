@@ -49,7 +49,7 @@
  * t256.m8.n16.k8.s4), tails that saved 1200-1800 of K lost 1-3%, tails that saved 2400 or
  * more gained 4-10%. */
 #define WGMMA_SK_MIN_SAVED_K 2048
-/* How long mrt_gemm goes by its note that a configuration's stream-K cubin is neither in the
+/* How long a context goes by its note that a configuration's stream-K cubin is neither in the
  * store nor compilable here (no NVRTC): meanwhile its tail launches run the plain kernel
  * without asking the store again (an SQLite query and the key's hashing on every launch
  * otherwise, where a loaded kernel costs none); after it, one launch asks again, so a store
@@ -712,7 +712,7 @@ done:
 static int sk_known_absent(const mrt_context *ctx, const mrt_config *cfg)
 {
     for (int i = 0; i < ctx->sk_absent_count; i++)
-        if (mrt__tune_config_order(&ctx->sk_absent[i].config, cfg) == 0)
+        if (mrt__tune_same_config(&ctx->sk_absent[i].config, cfg))
             return mrt__now_ms() - ctx->sk_absent[i].since_ms < SK_ABSENT_RECHECK_MS;
     return 0;
 }
@@ -723,7 +723,7 @@ static void sk_note_absent(mrt_context *ctx, const mrt_config *cfg)
     const int capacity = (int)(sizeof ctx->sk_absent / sizeof ctx->sk_absent[0]);
     int slot = -1;
     for (int i = 0; i < ctx->sk_absent_count && slot < 0; i++)
-        if (mrt__tune_config_order(&ctx->sk_absent[i].config, cfg) == 0)
+        if (mrt__tune_same_config(&ctx->sk_absent[i].config, cfg))
             slot = i;
     if (slot < 0 && ctx->sk_absent_count < capacity)
         slot = ctx->sk_absent_count++;
@@ -735,6 +735,22 @@ static void sk_note_absent(mrt_context *ctx, const mrt_config *cfg)
     }
     ctx->sk_absent[slot].config = *cfg;
     ctx->sk_absent[slot].since_ms = mrt__now_ms();
+}
+
+mrt_status mrt__marlin_sk_function(mrt_context *ctx, const mrt_config *cfg, mrt__function *out, int *have)
+{
+    *have = 0;
+    if (sk_known_absent(ctx, cfg))
+        return MRT_OK;
+    const mrt_status rc = mrt__get_function(ctx, MRT_KERNEL_MARLIN_W4A16_SK, cfg, out);
+    if (rc == MRT_ERR_NO_NVRTC) {
+        /* Absorbed: the caller's call succeeds, so the message goes ("" after a success). */
+        sk_note_absent(ctx, cfg);
+        ctx->errbuf[0] = '\0';
+        return MRT_OK;
+    }
+    *have = rc == MRT_OK;
+    return rc;
 }
 
 MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args *args, const mrt_config *config)
@@ -832,20 +848,14 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
          * (marlin_w4a16_sk, loaded at its first such launch), whose last parameter is its
          * stream-K block count; the plain wgmma kernel ignores that parameter. A store
          * without that cubin, where NVRTC cannot compile it, gets the plain kernel's launch
-         * (the same result, without the tail's speed-up) rather than an error; the context
-         * remembers that for SK_ABSENT_RECHECK_MS, so later calls do not ask the store again. */
+         * (the same result, without the tail's speed-up) rather than an error
+         * (mrt__marlin_sk_function). */
         int stream_k = wgmma && !sk_missing ? wgmma_stream_k(&cfg, rows, n, k, dev->sm_count) : 0;
-        if (stream_k && !sk_fn.handle && sk_known_absent(ctx, &cfg))
-            sk_missing = 1, stream_k = 0;
         if (stream_k && !sk_fn.handle) {
-            const mrt_status sk_rc = mrt__get_function(ctx, MRT_KERNEL_MARLIN_W4A16_SK, &cfg, &sk_fn);
-            if (sk_rc == MRT_ERR_NO_NVRTC) {
-                /* Absorbed: the call succeeds, so its message goes ("" after a success). */
-                sk_note_absent(ctx, &cfg);
+            int have = 0;
+            MRT_CHECK(mrt__marlin_sk_function(ctx, &cfg, &sk_fn, &have));
+            if (!have)
                 sk_missing = 1, stream_k = 0;
-                ctx->errbuf[0] = '\0';
-            } else
-                MRT_CHECK(sk_rc);
         }
         /* wgmma: one block per (column tile, chunk, K share), or whole tiles then the
          * stream-K blocks; mma.sync: striped over the SMs (marlin_blocks). */

@@ -128,7 +128,7 @@ int mrt__tune_config_order(const mrt_config *a, const mrt_config *b)
     return compare_int(a->group_blocks, b->group_blocks);
 }
 
-static int same_config(const mrt_config *a, const mrt_config *b)
+int mrt__tune_same_config(const mrt_config *a, const mrt_config *b)
 {
     return mrt__tune_config_order(a, b) == 0;
 }
@@ -378,7 +378,7 @@ void mrt__tune_candidates(const mrt_device_info *dev, int64_t m, int64_t n, int6
         mrt_config cfg;
         space_config(index, group_blocks, &cfg);
         total++;
-        if (heuristic_fits && same_config(&cfg, &heuristic))
+        if (heuristic_fits && mrt__tune_same_config(&cfg, &heuristic))
             continue; /* placed first below, whatever the rules say */
         mrt__prune reason = structural_reason(&cfg, m, n, k, group_size, dev);
         if (reason != MRT_PRUNE_KEEP) {
@@ -774,11 +774,11 @@ mrt_status mrt__tune_run(mrt_context *ctx, const mrt_device_info *dev, int64_t m
         mrt_tune_result *result = &timed[timed_count];
         memset(result, 0, sizeof *result);
         result->config = list[i];
-        result->heuristic = same_config(&list[i], &heuristic);
+        result->heuristic = mrt__tune_same_config(&list[i], &heuristic);
 
         const mrt__tuning_timing *hit = NULL;
         for (size_t s = 0; s < stored_count; s++)
-            if (same_config(&stored[s].config, &list[i]))
+            if (mrt__tune_same_config(&stored[s].config, &list[i]))
                 hit = &stored[s];
         if (hit) {
             result->median_us = hit->median_us;
@@ -920,12 +920,8 @@ static mrt_status gpu_measure(void *user, const mrt_config *cfg, double best_us,
     /* And the stream-K form where the launch runs it; without it (no NVRTC, not in the
      * store) mrt_gemm runs the plain kernel, and so is it timed. */
     if (mrt__marlin_is_wgmma(cfg) && mrt__marlin_wgmma_stream_k(cfg, t->m, t->n, t->k, mrt__device(ctx)->sm_count)) {
-        rc = mrt__get_function(ctx, MRT_KERNEL_MARLIN_W4A16_SK, cfg, &fn);
-        if (rc == MRT_ERR_NO_NVRTC) {
-            rc = MRT_OK;
-            ctx->errbuf[0] = '\0';
-        }
-        MRT_CHECK(rc);
+        int have = 0;
+        MRT_CHECK(mrt__marlin_sk_function(ctx, cfg, &fn, &have));
     }
     if (!t->problem) {
         /* More than twice the L2 size, so that every launch reads its weights from HBM. */

@@ -32,6 +32,12 @@ int64_t mrt__marlin_smem_bytes(const mrt_config *cfg);
 int mrt__marlin_wgmma_splits(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms);
 /* Stream-K blocks the launch gives a wgmma configuration's tail on `sms` SMs (0: none). */
 int mrt__marlin_wgmma_stream_k(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms);
+/* The stream-K function of a wgmma configuration, loaded (*have 1); or *have 0 and MRT_OK
+ * where its cubin is neither in the store nor compilable here (MRT_ERR_NO_NVRTC absorbed, its
+ * message cleared): a launch with a tail then runs the plain kernel, the same result without
+ * the tail's speed-up. The context remembers such a miss for a while (runtime/gemm.c). Any
+ * other failure is returned with its message. */
+mrt_status mrt__marlin_sk_function(mrt_context *ctx, const mrt_config *cfg, mrt__function *out, int *have);
 /* Blocks a launch over `rows` rows of a configuration gets on `sms` SMs. */
 int64_t mrt__marlin_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms);
 /* group_blocks for a group size and K (-1 for per channel, and for one group as deep as K). */
@@ -83,10 +89,13 @@ uint64_t mrt__tune_candidate_set_hash(const mrt_config *configs, size_t count);
 /* The fixed total order that breaks ties: fewer stages, then fewer threads, fewer m-blocks,
  * narrower thread_n, shallower thread_k, then group_blocks. <0, 0, >0 like strcmp. */
 int mrt__tune_config_order(const mrt_config *a, const mrt_config *b);
+/* Whether a and b are the same configuration in that order's fields. */
+int mrt__tune_same_config(const mrt_config *a, const mrt_config *b);
 
 /* Pick the winner among results (any order) and sort them: results[0] the winner, the rest by
  * median then mrt__tune_config_order; `tied` set on every result within the noise band of the
- * fastest: median <= best + max(noise * best, best's spread). The winner is the tied result first
+ * fastest: median <= best + noise * best, the band widened to the best's spread where that is
+ * larger, up to 2 * noise * best. The winner is the tied result first
  * in mrt__tune_config_order, so the same timings in any order give the same winner. */
 void mrt__tune_decide(mrt_tune_result *results, size_t count, double noise);
 
