@@ -1224,6 +1224,25 @@ __device__ __forceinline__ bool mrt_wgmma_segment_of(int index, int prob_m, int 
     return true;
 }
 
+/* The shares whose slots the last of `parts` shares (this block share `part`) reads back
+ * into acc, [*first, *end): with two, where `pairs` allows, only the other one, added to the
+ * block's own sums (a + b == b + a: the same bits whoever came last); else all of them, in
+ * share order, onto zeroed sums. */
+template <int WG_M, int N>
+__device__ __forceinline__ void mrt_shares_to_read(bool pairs, int part, int parts, float (&acc)[WG_M][N], int &first,
+                                                   int &end)
+{
+    const bool pair = pairs && parts == 2;
+    if (!pair)
+#pragma unroll
+        for (int t = 0; t < WG_M; t++)
+#pragma unroll
+            for (int i = 0; i < N; i++)
+                acc[t][i] = 0.0f;
+    first = pair ? 1 - part : 0;
+    end = pair ? 2 - part : parts;
+}
+
 /* What marlin_w4a16_wgmma_tile is told of its segment in a stream-K launch. */
 struct mrt_wgmma_sk_args {
     int stream_k, index;     /* the launch's stream-K blocks; this block's segment index */
@@ -1556,8 +1575,8 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
      * float4s, the accumulator order); the last share to arrive adds the slots in share
      * order, its own included (read back: the accumulators need not stay live across the
      * hand-over), so the result does not depend on who came last; of two shares it adds the
-     * other's slot to its own sums (a + b == b + a), full-width chunks only. A stream-K tile's shares
-     * do the same in their blocks' slots, the segment worked out again here (from an index
+     * other's slot to its own sums (a + b == b + a), full-width chunks only
+     * (mrt_shares_to_read). A stream-K tile's shares do the same in their blocks' slots, the segment worked out again here (from an index
      * the compiler cannot see through) rather than kept in registers through the main loop,
      * which has none to spare. */
     if constexpr (SK) {
@@ -1574,16 +1593,9 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
                                  make_float4(acc[t][4 * i], acc[t][4 * i + 1], acc[t][4 * i + 2], acc[t][4 * i + 3]));
             if (!mrt_arrive_last(locks + seg.lock, seg.parts))
                 return;
-            /* Two shares: the other's slot is added to this block's own sums (a + b == b +
-             * a: the same bits whoever came last); more: every slot, in share order. */
-            const bool pair = RUN == TOK && seg.parts == 2;
-            if (!pair)
-#pragma unroll
-                for (int t = 0; t < WG_M; t++)
-#pragma unroll
-                    for (int i = 0; i < RUN / 2; i++)
-                        acc[t][i] = 0.0f;
-            for (int sh = pair ? 1 - seg.part : 0; sh < (pair ? 2 - seg.part : seg.parts); sh++) {
+            int sh0, sh1;
+            mrt_shares_to_read(RUN == TOK, seg.part, seg.parts, acc, sh0, sh1);
+            for (int sh = sh0; sh < sh1; sh++) {
                 const float4 *const slot = partials + (long long)mrt_wgmma_slot(seg, sh) * SLOT + tid;
 #pragma unroll
                 for (int t = 0; t < WG_M; t++)
@@ -1613,15 +1625,11 @@ __device__ __forceinline__ void marlin_w4a16_wgmma_tile(const int4 *__restrict__
             return;
         /* Share by share, every float4 of the slot at once: the loads of one share are
          * independent, so they overlap in flight instead of paying an L2 round trip each.
-         * The sums still run in share order, 0 + s0 + s1 + ..., whoever arrived last. */
-        const bool pair = RUN == TOK && splits == 2; /* as in the stream-K hand-over above */
-        if (!pair)
-#pragma unroll
-            for (int t = 0; t < WG_M; t++)
-#pragma unroll
-                for (int i = 0; i < RUN / 2; i++)
-                    acc[t][i] = 0.0f;
-        for (int sh = pair ? 1 - split : 0; sh < (pair ? 2 - split : splits); sh++) {
+         * The sums still run in share order, 0 + s0 + s1 + ..., whoever arrived last (of
+         * two shares, own + other: mrt_shares_to_read). */
+        int sh0, sh1;
+        mrt_shares_to_read(RUN == TOK, split, splits, acc, sh0, sh1);
+        for (int sh = sh0; sh < sh1; sh++) {
 #pragma unroll
             for (int t = 0; t < WG_M; t++)
 #pragma unroll
