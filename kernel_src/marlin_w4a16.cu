@@ -25,8 +25,9 @@
  *     range is split between blocks is summed in the workspace: every block that holds
  *     part of it stores its fp32 partial sums in a slot of its own and counts itself in
  *     with an atomic; the last to arrive adds the slots in a fixed order (so results do not
- *     depend on who arrived last) and writes C. No block ever waits for another, so the
- *     blocks need not be co-resident.
+ *     depend on who arrived last) and writes C. (A column of one m-block in two shares
+ *     is summed pair of sums by pair of sums instead, one atomic exchange each.) No block
+ *     ever waits for another, so the blocks need not be co-resident.
  *
  * Launch contract (runtime/gemm.c builds it; docs/kernel.md repeats it):
  *   grid  (G, 1, 1) with 1 <= G; every block beyond the number of tiles simply exits
@@ -36,7 +37,9 @@
  *   prob_n % (16*TNB) == 0, prob_k % (16*TKB) == 0, prob_k % (16*GROUP_BLOCKS) == 0
  *   every index prob_m*prob_k/8, prob_m*prob_n/8, prob_k*prob_n/32 and the tile count
  *     fits in a signed 32-bit int
- *   locks     G int32 arrival counters, zero on entry, zero again on exit
+ *   locks     G int32 arrival counters, then from locks + ceil(G / 64) * 64 the exchange
+ *             areas of G blocks, 16 * 16*TNB floats each (used by some tiles of TMB == 1),
+ *             all zero on entry, zero again on exit
  *   partials  2 * G * 16*TMB * 16*TNB floats (two slots per block), any content on entry
  *   concurrent launches must not share locks or partials
  *   flags     MRT_KERNEL_WEIGHTS_STATIC or 0; a launch may ask for programmatic dependent
@@ -180,6 +183,19 @@ __device__ __forceinline__ void mrt_store_cg(float4 *ptr, float4 v)
 __device__ __forceinline__ void mrt_store_relaxed(int *counter, int value)
 {
     asm volatile("st.relaxed.gpu.global.b32 [%0], %1;\n" ::"l"(counter), "r"(value) : "memory");
+}
+
+/* Exchange the 64-bit word at ptr for v (relaxed, gpu scope) and return what it held. */
+__device__ __forceinline__ unsigned long long mrt_exchange64(unsigned long long *ptr, unsigned long long v)
+{
+    unsigned long long old;
+    asm volatile("atom.relaxed.gpu.global.exch.b64 %0, [%1], %2;\n" : "=l"(old) : "l"(ptr), "l"(v) : "memory");
+    return old;
+}
+
+__device__ __forceinline__ void mrt_store_zero64(unsigned long long *ptr)
+{
+    asm volatile("st.relaxed.gpu.global.b64 [%0], %1;\n" ::"l"(ptr), "l"(0ull) : "memory");
 }
 
 /* Block-wide: count this block in on `counter` and return, in every thread, whether it was
@@ -779,8 +795,78 @@ __global__ void __launch_bounds__(THREADS, 1)
          * to last_block, its own included, and is the one that writes C. A first block that
          * saw all the others counted in (its look at the counter above) is that last block
          * without a slot or count-in of its own. */
+        /* Per-channel scales of the warp's columns (loaded only where C is written: the
+         * accumulators leave no registers to spare earlier). The Marlin per-channel order
+         * puts in int4 number 4*(n/32) + i the scales of columns 32*(n/32) + 2i + 8w + {0, 1},
+         * w = 0..3, i.e. word w = the two columns this lane (i = lane % 4) holds in n8 block w
+         * of those 32 columns. A warp's 64 columns are int4 8*wn + lane%4 and that + 4. The
+         * pair of fragment (j, h) is word 2*(j%2) + h of scale_pc[j/2]. */
+        auto load_channel_scales = [&](mrt_u32 (&scale_pc)[2][4]) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int4 sv = s_col[8 * wn + lane % 4 + 4 * h];
+                scale_pc[h][0] = (mrt_u32)sv.x;
+                scale_pc[h][1] = (mrt_u32)sv.y;
+                scale_pc[h][2] = (mrt_u32)sv.z;
+                scale_pc[h][3] = (mrt_u32)sv.w;
+            }
+        };
+
+        /* Two shares of a one-m-block slice: no slots, no count-in. Each pair of sums a
+         * thread holds (fragment f, rows lane/4 and lane/4 + 8) is swapped, bitwise
+         * inverted, into its word of the slice's exchange area (the first block's, zero
+         * outside a launch): who gets 0 back came first and is done with that pair; who
+         * gets the other's sums adds them to its own (a + b == b + a, so the bits do not
+         * depend on who came second), writes the two columns of C and puts the word back
+         * to 0. One round trip to L2 instead of three (stores drained before the
+         * count-in, the count-in, the slot read). A sum whose inverse is 0 would be the
+         * NaN 0xffffffff twice, which no fp32 arithmetic produces (NaNs come out as
+         * 0x7fffffff). Compiled into the 256-thread tiles of one m-block without
+         * look-ahead (64 and 128 columns): in the 128-thread ones it moved the main loop's
+         * code, which cost more than the exchange saved (v12, docs/performance.md). */
+        constexpr bool EXCHANGE = TMB == 1 && THREADS == 256 && !LOOK_AHEAD;
         bool writes_c = true;
-        if (slice_blocks > 1) {
+        if (EXCHANGE && slice_blocks == 2) {
+            writes_c = false;
+            if (wk == 0) {
+                unsigned long long *const ex = reinterpret_cast<unsigned long long *>(
+                                                   locks + ((int)gridDim.x + 63) / 64 * 64) +
+                                               first_block * (CHUNK_ROWS * 8 * TNB) + wn * 32 + lane;
+                unsigned long long old[8][2];
+#pragma unroll
+                for (int f = 0; f < 8; f++)
+#pragma unroll
+                    for (int e2 = 0; e2 < 2; e2++) {
+                        const float *a = acc[0][f / 2][f % 2];
+                        const unsigned long long mine = (unsigned long long)__float_as_uint(a[2 * e2]) |
+                                                        (unsigned long long)__float_as_uint(a[2 * e2 + 1]) << 32;
+                        old[f][e2] = lane / 4 + 8 * e2 < rows
+                                         ? mrt_exchange64(ex + (2 * f + e2) * WARPS_N * 32, ~mine)
+                                         : 0ull;
+                    }
+                mrt_u32 scale_pc[2][4];
+                if (!GROUPED)
+                    load_channel_scales(scale_pc);
+                mrt_u32 *const c_thread = reinterpret_cast<mrt_u32 *>(C + chunk * CHUNK_ROWS * c_gl_row + col * 2 * TNB) +
+                                          (lane / 4) * (prob_n / 2) + 32 * wn + lane % 4;
+#pragma unroll
+                for (int f = 0; f < 8; f++)
+#pragma unroll
+                    for (int e2 = 0; e2 < 2; e2++) {
+                        if (old[f][e2] != 0ull) {
+                            const unsigned long long other = ~old[f][e2];
+                            const float *a = acc[0][f / 2][f % 2];
+                            float sc_lo = 1.0f, sc_hi = 1.0f;
+                            if (!GROUPED)
+                                mrt_unpack_half2(scale_pc[f / 4][2 * ((f / 2) % 2) + f % 2], sc_lo, sc_hi);
+                            const float lo = a[2 * e2] + __uint_as_float((mrt_u32)other);
+                            const float hi = a[2 * e2 + 1] + __uint_as_float((mrt_u32)(other >> 32));
+                            mrt_store_zero64(ex + (2 * f + e2) * WARPS_N * 32);
+                            c_thread[8 * e2 * (prob_n / 2) + 4 * f] = mrt_pack_half2(lo * sc_lo, hi * sc_hi);
+                        }
+                    }
+            }
+        } else if (slice_blocks > 1) {
             constexpr int SLOT = FRAGS * WARPS_N * 32;
             auto store_own = [&]() {
                 float4 *const mine = partials + slot_of((int)blockIdx.x) * SLOT + wn * 32 + lane;
@@ -810,7 +896,7 @@ __global__ void __launch_bounds__(THREADS, 1)
             /* Two participants: the last adds the other's slot to its own sums, one slot
              * read instead of two (a + b == b + a, so the bits are those of slot order).
              * Not compiled into the look-ahead tiles, whose main loops it slowed 1% (v11). */
-            const bool pair = !LOOK_AHEAD && slice_blocks == 2;
+            const bool pair = !LOOK_AHEAD && !EXCHANGE && slice_blocks == 2;
             if (writes_c && wk == 0) {
                 for (int b = others_in ? first_block + 1 : first_block; b <= last_block; b++) {
                     if (pair && b == (int)blockIdx.x)
@@ -849,22 +935,9 @@ __global__ void __launch_bounds__(THREADS, 1)
         if (writes_c) {
             constexpr int C_ROW = 2 * TNB + 1;
             mrt_u32 *const stage = reinterpret_cast<mrt_u32 *>(smem);
-            /* Per-channel scales (loaded only now: the accumulators leave no registers to
-             * spare earlier). The Marlin per-channel order puts in int4 number 4*(n/32) + i
-             * the scales of columns 32*(n/32) + 2i + 8w + {0, 1}, w = 0..3, i.e. word w =
-             * the two columns this lane (i = lane % 4) holds in n8 block w of those 32
-             * columns. A warp's 64 columns are int4 8*wn + lane%4 and that + 4. */
             mrt_u32 scale_pc[2][4];
-            if (!GROUPED && wk == 0) {
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const int4 sv = s_col[8 * wn + lane % 4 + 4 * h];
-                    scale_pc[h][0] = (mrt_u32)sv.x;
-                    scale_pc[h][1] = (mrt_u32)sv.y;
-                    scale_pc[h][2] = (mrt_u32)sv.z;
-                    scale_pc[h][3] = (mrt_u32)sv.w;
-                }
-            }
+            if (!GROUPED && wk == 0)
+                load_channel_scales(scale_pc);
             if (wk == 0) {
                 /* In 32-bit words: this thread's first pair, then compile-time offsets. */
                 mrt_u32 *const stage_thread = stage + (lane / 4) * (C_ROW * 4) + 32 * wn + lane % 4;

@@ -14,9 +14,12 @@
  *             launched where wgmma_stream_k is not 0) takes the stream-K block count there
  *   launch    with programmatic dependent launch where mrt__launch_can_overlap, unless
  *             MRT_GEMM_NO_OVERLAP
- *   workspace [counters: SM count int32, padded to 256 bytes][partials: 2 x SM count slots
- *             of 128 x min(n, 256) fp32]; the counters are zero on entry and left zero on
- *             exit, the partials need no particular content
+ *   workspace [counters: SM count int32, padded to 256 bytes][exchange: SM count areas of
+ *             16 x 256 fp32][partials: 2 x SM count slots of 128 x min(n, 256) fp32];
+ *             counters and exchange are zero on entry and left zero on exit, the partials
+ *             need no particular content. The kernel finds the exchange areas
+ *             at the counters + ceil(G / 64) * 256 bytes (G <= SM count), locks = the
+ *             workspace, partials after both.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -154,10 +157,15 @@ int mrt__marlin_wgmma_runs_narrow(const mrt_config *cfg)
     return mrt__marlin_is_wgmma(cfg) && warpgroups > 0 && 16 * cfg->thread_n_blocks == 2 * 64 * warpgroups;
 }
 
-/* Workspace pieces for a device with `sms` multiprocessors (the grid never exceeds it). */
-static size_t marlin_lock_bytes(int sms)
+/* Workspace pieces for a device with `sms` multiprocessors (the grid never exceeds it): the
+ * part that is zero between launches, arrival counters then the exchange areas of two-share
+ * slices (one per block, 16 rows x the widest tile of fp32). Its size does not depend on n:
+ * one workspace serves launches of any n up to the one it was sized for, and a narrow
+ * launch's partial sums must not land where a wider one expects zeros. */
+static size_t marlin_zeroed_bytes(int sms)
 {
-    return ((size_t)sms * sizeof(int32_t) + 255) / 256 * 256;
+    const size_t counters = ((size_t)sms * sizeof(int32_t) + 255) / 256 * 256;
+    return counters + (size_t)sms * 16 * 256 * sizeof(float);
 }
 
 /* Partial sums: two slots per block (a block shares at most two K-split columns: the one its
@@ -170,7 +178,7 @@ static int64_t marlin_partial_floats(int sms, int64_t n)
 
 static size_t marlin_workspace_bytes(int sms, int64_t n)
 {
-    return marlin_lock_bytes(sms) + (size_t)marlin_partial_floats(sms, n) * sizeof(float);
+    return marlin_zeroed_bytes(sms) + (size_t)marlin_partial_floats(sms, n) * sizeof(float);
 }
 
 /* Output tiles of a wgmma launch over `rows` rows (each one block, unless split). */
@@ -836,7 +844,7 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
         smem = solo_smem;
     const unsigned block[3] = {(unsigned)cfg.threads, 1, 1};
     uint64_t locks = args->workspace;
-    uint64_t partials = args->workspace + marlin_lock_bytes(dev->sm_count);
+    uint64_t partials = args->workspace + marlin_zeroed_bytes(dev->sm_count);
     uint64_t scales = args->scales;
     uint64_t b = args->b;
     int prob_n = (int)n, prob_k = (int)k;

@@ -781,6 +781,13 @@ static void check_gemm(gpu *g, weights *w, int64_t m, const mrt_config *cfg)
     free(ref);
 }
 
+/* The workspace's part that is zero between launches, for n >= 256 (runtime/gemm.c's layout):
+ * int32 counters padded to 256 bytes, then one exchange area of 16 x 256 fp32 per SM. */
+static size_t zeroed_bytes(int sms)
+{
+    return ((size_t)sms * 4 + 255) / 256 * 256 + (size_t)sms * 16 * 256 * 4;
+}
+
 static int gpu_setup(void **state)
 {
     gpu *g = calloc(1, sizeof *g);
@@ -795,11 +802,12 @@ static int gpu_setup(void **state)
     if (mrt_device_get_info(g->ctx, &info) == MRT_OK) {
         assert_int_equal(mrt_gemm_workspace_size(g->ctx, 1 << 16, &g->workspace_bytes), MRT_OK);
         g->workspace = mrt_test_dev_alloc(g->ctx, g->workspace_bytes);
-        /* The contract: arrival counters zero, partial sums anything. Poison the partials
-         * with NaN so that a slot read before it was written shows up in C. */
-        const size_t counter_bytes = ((size_t)info.sm_count * 4 + 255) / 256 * 256;
-        mrt_test_memset(g->ctx, g->workspace, 0, counter_bytes);
-        mrt_test_memset(g->ctx, g->workspace + counter_bytes, 0xFF, g->workspace_bytes - counter_bytes);
+        /* The contract: arrival counters and exchange areas zero, partial sums anything.
+         * Poison the partials with NaN so that a slot read before it was written shows up
+         * in C. */
+        const size_t zeroed = zeroed_bytes(info.sm_count);
+        mrt_test_memset(g->ctx, g->workspace, 0, zeroed);
+        mrt_test_memset(g->ctx, g->workspace + zeroed, 0xFF, g->workspace_bytes - zeroed);
     }
     *state = g;
     return 0;
@@ -809,14 +817,17 @@ static int gpu_teardown(void **state)
 {
     gpu *g = *state;
     if (g->workspace) {
-        /* The kernel must leave its lock workspace zeroed. */
-        size_t lock_words = (size_t)mrt__device(g->ctx)->sm_count;
-        int32_t *locks = malloc(lock_words * 4);
-        mrt_test_download(g->ctx, locks, g->workspace, lock_words * 4);
-        for (size_t i = 0; i < lock_words; i++)
-            if (locks[i] != 0)
-                fail_msg("workspace lock %zu left at %d", i, locks[i]);
-        free(locks);
+        /* The kernels must leave the counters and exchange areas zero. */
+        const size_t words = zeroed_bytes(mrt__device(g->ctx)->sm_count) / 4;
+        int32_t *zeroed = malloc(words * 4);
+        assert_non_null(zeroed);
+        mrt_test_download(g->ctx, zeroed, g->workspace, words * 4);
+        for (size_t i = 0; i < words; i++)
+            if (zeroed[i] != 0)
+                fail_msg("workspace word %zu (%s) left at 0x%08x", i,
+                         i < (size_t)mrt__device(g->ctx)->sm_count ? "arrival counter" : "exchange area",
+                         (unsigned)zeroed[i]);
+        free(zeroed);
         mrt_test_dev_free(g->ctx, g->workspace);
     }
     mrt_context_destroy(g->ctx);
@@ -956,6 +967,58 @@ static void test_gemm__aligned_stripe_grid(void **state)
     check_gemm(g, &w, 1, &narrow);
     check_gemm(g, &w, 16, &narrow);
     weights_free(g, &w);
+}
+
+/* Columns of one m-block cut into exactly two shares, which the 256-thread tiles sum through
+ * the workspace's exchange areas (a 64-bit exchange per pair of sums, the second to arrive
+ * writes C): 4096 x 4096 on 64-wide, 256-deep tiles is 1024 tiles, stripes of 8 steps
+ * (halves) on 132 SMs; 4096 x 8192 on 128-wide tiles the same. M = 1, 7 and 16 (rows of
+ * the fragments past M take no part), group scales and per channel (scaled as C is
+ * written). check_gemm runs each twice and wants the same bits; gpu_teardown wants every
+ * exchange word back at 0. Before them, a launch of n = 64 leaves its partial sums (where
+ * a layout that moved with n would have put the wider launches' exchange areas). */
+static void test_gemm__two_shares_exchange_sums(void **state)
+{
+    gpu *g = *state;
+    require_gpu(g);
+    const int sms = mrt__device(g->ctx)->sm_count;
+    const struct {
+        int64_t k, n;
+        int group;
+        mrt_config cfg;
+    } cases[] = {
+        {4096, 4096, 128, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 16,
+                           .stages = 4, .group_blocks = 8}},
+        {4096, 4096, -1, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 4, .thread_k_blocks = 16,
+                          .stages = 4, .group_blocks = -1}},
+        {4096, 8192, 128, {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 8, .thread_k_blocks = 16,
+                           .stages = 4, .group_blocks = 8}},
+    };
+    const int64_t ms[] = {1, 7, 16};
+    weights w;
+    weights_make(g, &w, 4096, 64, 128);
+    const mrt_config one_column = {.threads = 256, .thread_m_blocks = 1, .thread_n_blocks = 4,
+                                   .thread_k_blocks = 16, .stages = 4, .group_blocks = 8};
+    check_gemm(g, &w, 16, &one_column);
+    weights_free(g, &w);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const mrt_config *cfg = &cases[c].cfg;
+        const int64_t blocks = mrt__marlin_blocks(cfg, 1, cases[c].n, cases[c].k, sms);
+        const int64_t steps = cases[c].k / (16 * cfg->thread_k_blocks);
+        const int64_t tiles = steps * (cases[c].n / (16 * cfg->thread_n_blocks));
+        const int64_t stripe = (tiles + blocks - 1) / blocks;
+        if (sms >= 120 && sms <= 136 && 2 * stripe != steps)
+            fail_msg("k=%lld n=%lld on %d SMs: stripes of %lld steps, expected %lld", (long long)cases[c].k,
+                     (long long)cases[c].n, sms, (long long)stripe, (long long)(steps / 2));
+        else if (2 * stripe != steps)
+            fprintf(stderr, "[gemm] %d SMs: k=%lld n=%lld runs stripes of %lld steps, not two per column\n", sms,
+                    (long long)cases[c].k, (long long)cases[c].n, (long long)stripe);
+        weights_make(g, &w, cases[c].k, cases[c].n, cases[c].group);
+        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+            if (!quick() || i != 1)
+                check_gemm(g, &w, ms[i], cfg);
+        weights_free(g, &w);
+    }
 }
 
 /* Stripes that run through several columns, each column a segment with its own pipeline
@@ -1373,6 +1436,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gemm__too_small_workspace_is_refused),
         cmocka_unit_test(test_gemm__columns_split_across_many_blocks),
         cmocka_unit_test(test_gemm__aligned_stripe_grid),
+        cmocka_unit_test(test_gemm__two_shares_exchange_sums),
         cmocka_unit_test(test_gemm__stripes_through_many_columns),
         cmocka_unit_test(test_gemm__chained_launches_wait_for_their_inputs),
         cmocka_unit_test(test_gemm__every_m_on_several_shapes),
