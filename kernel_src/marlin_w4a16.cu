@@ -895,8 +895,9 @@ __global__ void __launch_bounds__(THREADS, 1)
             writes_c = others_in || mrt_arrive_last(locks + first_block, slice_blocks);
             /* Two participants: the last adds the other's slot to its own sums, one slot
              * read instead of two (a + b == b + a, so the bits are those of slot order).
-             * Not compiled into the look-ahead tiles, whose main loops it slowed 1% (v11). */
-            const bool pair = !LOOK_AHEAD && !EXCHANGE && slice_blocks == 2;
+             * Not compiled into the look-ahead tiles, whose main loops it slowed 1% (v11);
+             * the exchange tiles get here with three or more only. */
+            const bool pair = !LOOK_AHEAD && slice_blocks == 2;
             if (writes_c && wk == 0) {
                 for (int b = others_in ? first_block + 1 : first_block; b <= last_block; b++) {
                     if (pair && b == (int)blockIdx.x)

@@ -162,7 +162,7 @@ int mrt__marlin_wgmma_runs_narrow(const mrt_config *cfg)
  * slices (one per block, 16 rows x the widest tile of fp32). Its size does not depend on n:
  * one workspace serves launches of any n up to the one it was sized for, and a narrow
  * launch's partial sums must not land where a wider one expects zeros. */
-static size_t marlin_zeroed_bytes(int sms)
+size_t mrt__marlin_zeroed_bytes(int sms)
 {
     const size_t counters = ((size_t)sms * sizeof(int32_t) + 255) / 256 * 256;
     return counters + (size_t)sms * 16 * 256 * sizeof(float);
@@ -178,7 +178,7 @@ static int64_t marlin_partial_floats(int sms, int64_t n)
 
 static size_t marlin_workspace_bytes(int sms, int64_t n)
 {
-    return marlin_zeroed_bytes(sms) + (size_t)marlin_partial_floats(sms, n) * sizeof(float);
+    return mrt__marlin_zeroed_bytes(sms) + (size_t)marlin_partial_floats(sms, n) * sizeof(float);
 }
 
 /* Output tiles of a wgmma launch over `rows` rows (each one block, unless split). */
@@ -844,7 +844,7 @@ MRT_API mrt_status mrt_gemm(mrt_context *ctx, void *stream, const mrt_gemm_args 
         smem = solo_smem;
     const unsigned block[3] = {(unsigned)cfg.threads, 1, 1};
     uint64_t locks = args->workspace;
-    uint64_t partials = args->workspace + marlin_zeroed_bytes(dev->sm_count);
+    uint64_t partials = args->workspace + mrt__marlin_zeroed_bytes(dev->sm_count);
     uint64_t scales = args->scales;
     uint64_t b = args->b;
     int prob_n = (int)n, prob_k = (int)k;

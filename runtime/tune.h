@@ -38,6 +38,9 @@ int mrt__marlin_wgmma_stream_k(const mrt_config *cfg, int64_t rows, int64_t n, i
  * the tail's speed-up. The context remembers such a miss for a while (runtime/gemm.c). Any
  * other failure is returned with its message. */
 mrt_status mrt__marlin_sk_function(mrt_context *ctx, const mrt_config *cfg, mrt__function *out, int *have);
+/* Bytes at the start of the GEMM workspace that are zero between launches (arrival counters
+ * and exchange areas) on `sms` SMs; the partial sums follow. */
+size_t mrt__marlin_zeroed_bytes(int sms);
 /* Blocks a launch over `rows` rows of a configuration gets on `sms` SMs. */
 int64_t mrt__marlin_blocks(const mrt_config *cfg, int64_t rows, int64_t n, int64_t k, int sms);
 /* group_blocks for a group size and K (-1 for per channel, and for one group as deep as K). */

@@ -781,13 +781,6 @@ static void check_gemm(gpu *g, weights *w, int64_t m, const mrt_config *cfg)
     free(ref);
 }
 
-/* The workspace's part that is zero between launches, for n >= 256 (runtime/gemm.c's layout):
- * int32 counters padded to 256 bytes, then one exchange area of 16 x 256 fp32 per SM. */
-static size_t zeroed_bytes(int sms)
-{
-    return ((size_t)sms * 4 + 255) / 256 * 256 + (size_t)sms * 16 * 256 * 4;
-}
-
 static int gpu_setup(void **state)
 {
     gpu *g = calloc(1, sizeof *g);
@@ -805,7 +798,7 @@ static int gpu_setup(void **state)
         /* The contract: arrival counters and exchange areas zero, partial sums anything.
          * Poison the partials with NaN so that a slot read before it was written shows up
          * in C. */
-        const size_t zeroed = zeroed_bytes(info.sm_count);
+        const size_t zeroed = mrt__marlin_zeroed_bytes(info.sm_count);
         mrt_test_memset(g->ctx, g->workspace, 0, zeroed);
         mrt_test_memset(g->ctx, g->workspace + zeroed, 0xFF, g->workspace_bytes - zeroed);
     }
@@ -818,7 +811,7 @@ static int gpu_teardown(void **state)
     gpu *g = *state;
     if (g->workspace) {
         /* The kernels must leave the counters and exchange areas zero. */
-        const size_t words = zeroed_bytes(mrt__device(g->ctx)->sm_count) / 4;
+        const size_t words = mrt__marlin_zeroed_bytes(mrt__device(g->ctx)->sm_count) / 4;
         int32_t *zeroed = malloc(words * 4);
         assert_non_null(zeroed);
         mrt_test_download(g->ctx, zeroed, g->workspace, words * 4);
