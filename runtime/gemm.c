@@ -44,6 +44,14 @@
  * faster at M = 33 and 48, 1.46-1.93x at 80..112 (docs/performance.md v10), 1.04-1.19x at
  * 17, 24 and 32 where it fills the SMs, but 8192 x 57344 (0.98x; v11). */
 #define WGMMA_NARROW_MIN_M 17
+/* Up to 64 rows, "fill the SMs" means this percentage of them over the waves (WGMMA_WIDE_
+ * FILL_PERCENT from 65 rows on). Measured on an H200 (docs/performance.md v14, every
+ * candidate of `marlinrt tune` at M = 17, 24, 32, 48, 64): K-split 128 x 256 tiles that keep
+ * 73-76% of the SMs busy were 1.13-1.64x faster than the mma.sync pick on 5120 x 5120,
+ * 4096 x 6144 and 4096 x 12288 (within 1.08x of the best candidate), and 1.05-1.08x off
+ * the best on 6144 x 4096 (the mma.sync pick was 1.01-1.16x off there; end to end 0.94-0.96x
+ * at M <= 48, 1.10x at 64). */
+#define WGMMA_NARROW_FILL_PERCENT 70
 /* Fewest K steps (of thread_k) a share of a K-split wgmma tile gets: shorter shares spend
  * more of their time filling the ring and handing over partial sums than computing. */
 #define WGMMA_MIN_SHARE_STEPS 8
@@ -499,7 +507,8 @@ static void heuristic_config(mrt_config *cfg, int thread_m_blocks, int n_blocks,
  * at least WGMMA_WIDE_MIN_SHARE_K deep when split; else 128 x 128 (split as needed);
  * 128-deep steps where K allows, 4 stages. Measured on an H200, docs/performance.md v5.
  * Below WGMMA_MIN_M (M in WGMMA_NARROW_MIN_M..127) only the 128 x 256 tiles: those, where
- * they fill the SMs so (shares of any depth: measured, v8), else none.
+ * they fill the SMs so (WGMMA_NARROW_FILL_PERCENT of them up to 64 rows; shares of any
+ * depth: measured, v8), else none.
  * Returns 0 when the wgmma kernel is not the pick (N not a multiple of 128, or as above). */
 static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int group_size, int sms)
 {
@@ -517,7 +526,8 @@ static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int gr
         const int64_t splits = wgmma_splits(cfg, m, n, k, sms);
         const int64_t blocks = wgmma_tiles(cfg, m, n) * splits;
         const int64_t waves = (blocks + sms - 1) / sms;
-        fills = 100 * blocks >= WGMMA_WIDE_FILL_PERCENT * waves * sms;
+        const int64_t percent = m <= 64 ? WGMMA_NARROW_FILL_PERCENT : WGMMA_WIDE_FILL_PERCENT;
+        fills = 100 * blocks >= percent * waves * sms;
         deep = splits == 1 || k / splits >= WGMMA_WIDE_MIN_SHARE_K;
     }
     if (m < WGMMA_MIN_M)
@@ -527,16 +537,37 @@ static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int gr
     return 1;
 }
 
-/* The heuristic: m-blocks from M (chunks of 64 rows past 64); the deepest K step that
- * divides K (long contiguous runs of weights per block); then the widest tile that divides N
- * and still gives HEURISTIC_TILES_PER_SM tiles per SM, else the narrowest that divides N.
- * If the device's shared memory cannot hold that, the K step and then the width are halved.
- * dev NULL: 132 SMs and no shared-memory limit. Shape already checked. */
+/* M-blocks of the mma.sync kernel for M rows: one chunk of ceil(M/16) blocks, which reads
+ * the weights once; past 64 rows, chunks of 64. Where the weights take at most
+ * 1/MARLIN_CHUNK_L2_FRACTION of the device's L2, chunks of 32 rows instead (ceil(M/32)
+ * blocks): every chunk reads the weights again, from L2, and the extra tiles keep more SMs
+ * busy. Measured on an H200 (docs/performance.md v14, every candidate of `marlinrt tune` on
+ * 13 layers of 1024 x 4096 to 6144 x 4096 at M = 17..64): the one-chunk pick was 1.01-2.69x
+ * slower than the best candidate, the 32-row chunks 1.00-1.50x. Timed end to end
+ * (`marlinrt bench`, fresh store, old against new heuristic, one call): 1.13-1.97x faster on
+ * N = 1024 to 4096, but 0.74-0.87x on 1024 x 8192 and 2048 x 8192, so only up to
+ * MARLIN_CHUNK_MAX_N columns. dev NULL or no L2 size: one chunk. */
+#define MARLIN_CHUNK_L2_FRACTION 2
+#define MARLIN_CHUNK_MAX_N 4096
+static int mma_m_blocks(int64_t m, int64_t n, int64_t k, const mrt_device_info *dev)
+{
+    if (m > 64)
+        return 4;
+    const int reread = dev && dev->l2_bytes > 0 && n <= MARLIN_CHUNK_MAX_N &&
+                       k * n / 2 <= dev->l2_bytes / MARLIN_CHUNK_L2_FRACTION;
+    return (int)(reread ? (m + 31) / 32 : (m + 15) / 16);
+}
+
+/* The heuristic: m-blocks from M (mma_m_blocks); the deepest K step that divides K (long
+ * contiguous runs of weights per block); then the widest tile that divides N and still gives
+ * HEURISTIC_TILES_PER_SM tiles per SM, else the narrowest that divides N. If the device's
+ * shared memory cannot hold that, the K step and then the width are halved. dev NULL: 132
+ * SMs and no shared-memory limit. Shape already checked. */
 static void pick_config(int64_t m, int64_t n, int64_t k, int group_size, const mrt_device_info *dev,
                         mrt_config *cfg)
 {
     const int sms = dev && dev->sm_count > 0 ? dev->sm_count : 132;
-    const int thread_m_blocks = m > 64 ? 4 : (int)((m + 15) / 16);
+    const int thread_m_blocks = mma_m_blocks(m, n, k, dev);
     const int64_t chunks = (m + 16 * thread_m_blocks - 1) / (16 * thread_m_blocks);
     /* The last entry (4 blocks, 64) divides every legal K and N. */
     int k_blocks = 4, n_blocks = 0;

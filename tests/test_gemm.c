@@ -288,6 +288,88 @@ static void test_gemm__heuristic_small_m_picks_the_tuned_winners(void **state)
         }
 }
 
+/* M = 17..64 on layers whose weights fit in L2 and N <= 4096: the heuristic picks what `marlinrt tune`
+ * measured fastest on an H200 (every candidate timed, docs/performance.md v14), where the
+ * old one-chunk rule (ceil(M/16) m-blocks) and the 80% fill rule for the wgmma tiles picked
+ * configurations 1.1-2.7x slower. Stages and, for the wgmma tiles, the step depth are the
+ * heuristic's fixed ones and are not compared where the winner differs only in them (marked
+ * 0). Then the guard: without an L2 size, or with weights larger than half of it, M rows
+ * stay one chunk (the weights read once). */
+static void test_gemm__heuristic_mid_m_picks_the_tuned_winners(void **state)
+{
+    (void)state;
+    mrt_device_info h200;
+    memset(&h200, 0, sizeof h200);
+    snprintf(h200.name, sizeof h200.name, "h200-like");
+    h200.cc_major = 9;
+    h200.sm_count = 132;
+    h200.max_smem_optin = 227 * 1024;
+    h200.l2_bytes = 60 * 1024 * 1024;
+    const struct {
+        int64_t k, n, m;
+        const char *winner;
+        int exact; /* 0: threads, m-, n- and (mma.sync) k-blocks only */
+    } cases[] = {
+        {4096, 4096, 17, "t128.m1.n4.k16.s4.g8", 1},  /* old pick t256.m2.n4.k16.s4: 1.13x slower */
+        {4096, 4096, 32, "t128.m1.n4.k16.s4.g8", 1},  /* 1.11x */
+        {4096, 4096, 64, "t256.m2.n4.k16.s6.g8", 0},  /* old t256.m4.n4.k16.s3: 1.24x */
+        {4096, 1024, 24, "t128.m1.n4.k16.s4.g8", 1},  /* 1.74x */
+        {8192, 1024, 32, "t128.m1.n4.k16.s4.g8", 1},  /* 1.55x */
+        {8192, 1024, 48, "t256.m2.n4.k16.s4.g8", 1},  /* old t256.m3: 1.44x */
+        {8192, 2048, 48, "t256.m2.n4.k16.s8.g8", 0},  /* 1.13x */
+        {4096, 12288, 17, "t256.m8.n16.k8.s4.g8", 1}, /* 73% fill; old mma.sync pick 1.14x */
+        {4096, 12288, 64, "t256.m8.n16.k8.s4.g8", 1}, /* 1.38x */
+        {5120, 5120, 32, "t256.m8.n16.k4.s4.g8", 0},  /* 76% fill; 1.36x */
+        {4096, 6144, 64, "t256.m8.n16.k4.s6.g8", 0},  /* 73% fill; 1.49x */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mrt_config cfg, want;
+        mrt__marlin_heuristic(cases[i].m, cases[i].n, cases[i].k, 128, &h200, &cfg);
+        assert_int_equal(sscanf(cases[i].winner, "t%d.m%d.n%d.k%d.s%d.g%d", &want.threads, &want.thread_m_blocks,
+                                &want.thread_n_blocks, &want.thread_k_blocks, &want.stages, &want.group_blocks),
+                         6);
+        char name[64];
+        mrt__config_format(&cfg, name, sizeof name);
+        const int wgmma = want.thread_m_blocks >= 8;
+        const int same = cases[i].exact ? strcmp(name, cases[i].winner) == 0
+                                        : cfg.threads == want.threads && cfg.thread_m_blocks == want.thread_m_blocks &&
+                                              cfg.thread_n_blocks == want.thread_n_blocks &&
+                                              (wgmma || cfg.thread_k_blocks == want.thread_k_blocks);
+        if (!same)
+            fail_msg("k=%lld n=%lld m=%lld: picked %s, the tuned winner is %s", (long long)cases[i].k,
+                     (long long)cases[i].n, (long long)cases[i].m, name, cases[i].winner);
+    }
+
+    /* No L2 size known, or weights beyond half of it (8192 x 57344 on an A100-like part, where
+     * the mma.sync kernel takes every M <= 64): one chunk of ceil(M/16) m-blocks. */
+    mrt_device_info unknown = h200;
+    unknown.l2_bytes = 0;
+    mrt_device_info a100 = h200;
+    a100.cc_major = 8;
+    a100.sm_count = 108;
+    a100.max_smem_optin = 163 * 1024;
+    a100.l2_bytes = 40 * 1024 * 1024;
+    const struct {
+        const mrt_device_info *dev;
+        int64_t k, n, m;
+        int m_blocks;
+    } guard[] = {
+        {&unknown, 4096, 4096, 32, 2}, {&unknown, 4096, 4096, 64, 4}, {&a100, 8192, 57344, 32, 2},
+        {&a100, 8192, 57344, 17, 2},   {&a100, 4096, 4096, 32, 1},    {&a100, 4096, 4096, 64, 2},
+        /* N = 8192 stays one chunk: 32-row chunks measured 0.74-0.87x on 1024 x 8192 and
+         * 2048 x 8192 (end to end, old against new heuristic) */
+        {&h200, 1024, 8192, 32, 2},    {&h200, 2048, 8192, 64, 4},
+    };
+    for (size_t i = 0; i < sizeof guard / sizeof guard[0]; i++) {
+        mrt_config cfg;
+        mrt__marlin_heuristic(guard[i].m, guard[i].n, guard[i].k, 128, guard[i].dev, &cfg);
+        if (cfg.thread_m_blocks != guard[i].m_blocks)
+            fail_msg("%s, l2 %d: k=%lld n=%lld m=%lld: %d m-blocks, expected %d", guard[i].dev->name,
+                     guard[i].dev->l2_bytes, (long long)guard[i].k, (long long)guard[i].n, (long long)guard[i].m,
+                     cfg.thread_m_blocks, guard[i].m_blocks);
+    }
+}
+
 /* Where the heuristic runs the wgmma kernel: sm_90, M >= 128, N a multiple of 128; 128 x 256
  * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 2048 deep)
  * fill the SMs' waves well, else 128 x 128. At M 17..127, the 128 x 256 tiles (a chunk of
@@ -1421,6 +1503,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gemm__candidates_are_valid_and_cover_every_group),
         cmocka_unit_test(test_gemm__heuristic_fits_shape_and_device),
         cmocka_unit_test(test_gemm__heuristic_small_m_picks_the_tuned_winners),
+        cmocka_unit_test(test_gemm__heuristic_mid_m_picks_the_tuned_winners),
         cmocka_unit_test(test_gemm__heuristic_uses_wgmma_where_it_pays),
         cmocka_unit_test(test_gemm__grid_prefers_aligned_stripes),
         cmocka_unit_test(test_gemm__launch_path_with_fake_driver),
