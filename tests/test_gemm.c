@@ -251,6 +251,19 @@ static void test_gemm__grid_prefers_aligned_stripes(void **state)
     assert_int_equal(mrt__marlin_blocks(&wide, 128, 8192, 8192, 132), 32 * mrt__marlin_wgmma_splits(&wide, 128, 8192, 8192, 132));
 }
 
+/* The device the heuristic tests describe: an H200's compute capability, SM count and
+ * opt-in shared memory; L2 size unknown (0) unless a test sets it. */
+static mrt_device_info h200_like(void)
+{
+    mrt_device_info dev;
+    memset(&dev, 0, sizeof dev);
+    snprintf(dev.name, sizeof dev.name, "h200-like");
+    dev.cc_major = 9;
+    dev.sm_count = 132;
+    dev.max_smem_optin = 227 * 1024;
+    return dev;
+}
+
 /* The heuristic's picks at M <= 16 on an H200-like device are the tuned winners of the
  * ANCHORS layers (`marlinrt tune` on an H200, docs/performance.md v10 and v11): the widest
  * tile that leaves at least 12 tiles per SM, on 256-deep steps; 64-wide tiles of one m-block
@@ -258,12 +271,7 @@ static void test_gemm__grid_prefers_aligned_stripes(void **state)
 static void test_gemm__heuristic_small_m_picks_the_tuned_winners(void **state)
 {
     (void)state;
-    mrt_device_info h200;
-    memset(&h200, 0, sizeof h200);
-    snprintf(h200.name, sizeof h200.name, "h200-like");
-    h200.cc_major = 9;
-    h200.sm_count = 132;
-    h200.max_smem_optin = 227 * 1024;
+    mrt_device_info h200 = h200_like();
     const struct {
         int64_t n, k;
         const char *winner;
@@ -298,12 +306,7 @@ static void test_gemm__heuristic_small_m_picks_the_tuned_winners(void **state)
 static void test_gemm__heuristic_mid_m_picks_the_tuned_winners(void **state)
 {
     (void)state;
-    mrt_device_info h200;
-    memset(&h200, 0, sizeof h200);
-    snprintf(h200.name, sizeof h200.name, "h200-like");
-    h200.cc_major = 9;
-    h200.sm_count = 132;
-    h200.max_smem_optin = 227 * 1024;
+    mrt_device_info h200 = h200_like();
     h200.l2_bytes = 60 * 1024 * 1024;
     const struct {
         int64_t k, n, m;
@@ -379,13 +382,7 @@ static void test_gemm__heuristic_mid_m_picks_the_tuned_winners(void **state)
 static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
 {
     (void)state;
-    mrt_device_info h200, a100;
-    memset(&h200, 0, sizeof h200);
-    snprintf(h200.name, sizeof h200.name, "h200-like");
-    h200.cc_major = 9;
-    h200.sm_count = 132;
-    h200.max_smem_optin = 227 * 1024;
-    a100 = h200;
+    mrt_device_info h200 = h200_like(), a100 = h200;
     snprintf(a100.name, sizeof a100.name, "a100-like");
     a100.cc_major = 8;
     a100.sm_count = 108;
