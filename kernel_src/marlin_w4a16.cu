@@ -1800,15 +1800,15 @@ __global__ void __launch_bounds__(THREADS, 1)
                        const int4 *__restrict__ s, int prob_m, int prob_n, int prob_k, int *locks,
                        float4 *partials, int flags)
 {
+    static_assert(mrt_wgmma_config_ok<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>(), "see the checks above");
+#if !MRT_HAVE_WGMMA
+    asm volatile("trap;");
+#else
     constexpr int WGS = THREADS / 128;
     constexpr int TOK = 16 * TMB;
     constexpr int FEAT = 16 * TNB;
     constexpr int WG_M = FEAT / (64 * WGS);
     constexpr bool GROUPED = GROUP_BLOCKS != -1;
-    static_assert(mrt_wgmma_config_ok<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>(), "see the checks above");
-#if !MRT_HAVE_WGMMA
-    asm volatile("trap;");
-#else
     constexpr int SMEM_BYTES = marlin_w4a16_wgmma_smem_bytes<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>();
 
     const int m_tiles = (prob_m + TOK - 1) / TOK;
@@ -1872,15 +1872,15 @@ __global__ void __launch_bounds__(THREADS, 1)
                           const int4 *__restrict__ s, int prob_m, int prob_n, int prob_k, int *locks,
                           float4 *partials, int stream_k)
 {
+    static_assert(mrt_wgmma_config_ok<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>(), "see the checks above");
+#if !MRT_HAVE_WGMMA
+    asm volatile("trap;");
+#else
     constexpr int WGS = THREADS / 128;
     constexpr int TOK = 16 * TMB;
     constexpr int FEAT = 16 * TNB;
     constexpr int WG_M = FEAT / (64 * WGS);
     constexpr bool GROUPED = GROUP_BLOCKS != -1;
-    static_assert(mrt_wgmma_config_ok<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>(), "see the checks above");
-#if !MRT_HAVE_WGMMA
-    asm volatile("trap;");
-#else
     constexpr int SMEM_BYTES = marlin_w4a16_wgmma_smem_bytes<THREADS, TMB, TNB, TKB, STAGES, GROUP_BLOCKS>();
     {
         const int tiles = (prob_m + TOK - 1) / TOK * (prob_n / FEAT);
