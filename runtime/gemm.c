@@ -554,7 +554,7 @@ static int mma_m_blocks(int64_t m, int64_t n, int64_t k, const mrt_device_info *
     if (m > 64)
         return 4;
     const int reread = dev && dev->l2_bytes > 0 && n <= MARLIN_CHUNK_MAX_N &&
-                       k * n / 2 <= dev->l2_bytes / MARLIN_CHUNK_L2_FRACTION;
+                       mrt_packed_weight_bytes(k, n) <= (size_t)dev->l2_bytes / MARLIN_CHUNK_L2_FRACTION;
     return (int)(reread ? (m + 31) / 32 : (m + 15) / 16);
 }
 

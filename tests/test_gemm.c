@@ -264,6 +264,17 @@ static mrt_device_info h200_like(void)
     return dev;
 }
 
+/* An A100's: the heuristic tests' device without the wgmma kernel. */
+static mrt_device_info a100_like(void)
+{
+    mrt_device_info dev = h200_like();
+    snprintf(dev.name, sizeof dev.name, "a100-like");
+    dev.cc_major = 8;
+    dev.sm_count = 108;
+    dev.max_smem_optin = 163 * 1024;
+    return dev;
+}
+
 /* The heuristic's picks at M <= 16 on an H200-like device are the tuned winners of the
  * ANCHORS layers (`marlinrt tune` on an H200, docs/performance.md v10 and v11): the widest
  * tile that leaves at least 12 tiles per SM, on 256-deep steps; 64-wide tiles of one m-block
@@ -347,10 +358,7 @@ static void test_gemm__heuristic_mid_m_picks_the_tuned_winners(void **state)
      * the mma.sync kernel takes every M <= 64): one chunk of ceil(M/16) m-blocks. */
     mrt_device_info unknown = h200;
     unknown.l2_bytes = 0;
-    mrt_device_info a100 = h200;
-    a100.cc_major = 8;
-    a100.sm_count = 108;
-    a100.max_smem_optin = 163 * 1024;
+    mrt_device_info a100 = a100_like();
     a100.l2_bytes = 40 * 1024 * 1024;
     const struct {
         const mrt_device_info *dev;
@@ -382,11 +390,7 @@ static void test_gemm__heuristic_mid_m_picks_the_tuned_winners(void **state)
 static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
 {
     (void)state;
-    mrt_device_info h200 = h200_like(), a100 = h200;
-    snprintf(a100.name, sizeof a100.name, "a100-like");
-    a100.cc_major = 8;
-    a100.sm_count = 108;
-    a100.max_smem_optin = 163 * 1024;
+    mrt_device_info h200 = h200_like(), a100 = a100_like();
     const struct {
         int64_t m, n, k;
         int n_blocks; /* the wgmma tile width in 16s, 0 for the mma.sync kernel */
