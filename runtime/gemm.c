@@ -69,11 +69,19 @@
 /* The heuristic's wgmma pick uses 128 x 256 tiles where, K-split as the launch would, they
  * keep at least this fraction of the SMs busy over the waves they need (in percent)... */
 #define WGMMA_WIDE_FILL_PERCENT 80
-/* ...and, when split, each share still runs at least this deep in K: shorter shares lose to
- * 128 x 128 tiles split less (measured on an H200, docs/performance.md v5: 8192 x 8192 at
- * M = 128, shares of 2048, 39.4 against 41.6 us; 14336 x 4096, shares of 1792, 38.7 against
- * 36.3 us). */
+/* ...and, when split, each share still runs at least this deep in K where the last chunk of
+ * M runs narrow (64 rows or fewer: the 128 x 128 tiles run it full width)... */
 #define WGMMA_WIDE_MIN_SHARE_K 2048
+/* ...and this deep where every chunk runs full width. Measured on an H200, the two tiles
+ * against each other (docs/performance.md v16): shares of 2048 lost to the 128 x 128 tiles
+ * (split less or not at all) by 3-9% (4096 x 4096 at M = 512 31.68 against 29.15 us, 8192 x
+ * 8192 at M = 128 33.90 against 32.78; 4096 x 1024, 4096 x 2048, 4096 x 8192, 4096 x 14336,
+ * 8192 x 2048, 8192 x 4096), shares of 2304 and 2560 by 1-3.4% (13824 x 5120, 5120 x 13824,
+ * 5120 x 5120); shares of 2752-3584 won by 1.4-3.5% (11008, 12288 and 14336 x 4096 at
+ * M = 256), 3072 lost by 1% (6144 x 4096 at M = 512, kept wide). With a narrow last chunk
+ * (M = 192), shares of 2048 were level or won by 3% (4096 x 8192, 8192 x 4096); shares of
+ * 1792 lost there too (v5: 14336 x 4096 at M = 128, 38.7 against 36.3 us). */
+#define WGMMA_WIDE_FULL_MIN_SHARE_K 2688
 
 /* The mma.sync kernel's grid (marlin_blocks): a stripe that does not hold whole columns
  * shares its first and last columns with its neighbours, and their fp32 sums then make a
@@ -504,7 +512,8 @@ static void heuristic_config(mrt_config *cfg, int thread_m_blocks, int n_blocks,
 /* The wgmma kernel's pick (sm_90, M >= WGMMA_MIN_M): 128 tokens by 256 features per block
  * where those blocks (K-split by the launch if the tiles are fewer than the SMs,
  * wgmma_splits) keep WGMMA_WIDE_FILL_PERCENT of the SMs busy over their waves, with shares
- * at least WGMMA_WIDE_MIN_SHARE_K deep when split; else 128 x 128 (split as needed);
+ * at least WGMMA_WIDE_FULL_MIN_SHARE_K deep when split (WGMMA_WIDE_MIN_SHARE_K where the
+ * last chunk of M has 64 rows or fewer); else 128 x 128 (split as needed);
  * 128-deep steps where K allows, 4 stages. Measured on an H200, docs/performance.md v5.
  * Below WGMMA_MIN_M (M in WGMMA_NARROW_MIN_M..127) only the 128 x 256 tiles: those, where
  * they fill the SMs so (WGMMA_NARROW_FILL_PERCENT of them up to 64 rows; shares of any
@@ -528,7 +537,8 @@ static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int gr
         const int64_t waves = (blocks + sms - 1) / sms;
         const int64_t percent = m <= 64 ? WGMMA_NARROW_FILL_PERCENT : WGMMA_WIDE_FILL_PERCENT;
         fills = 100 * blocks >= percent * waves * sms;
-        deep = splits == 1 || k / splits >= WGMMA_WIDE_MIN_SHARE_K;
+        const int64_t last_rows = m - (m - 1) / 128 * 128; /* rows of the last 128-row chunk */
+        deep = splits == 1 || k / splits >= (last_rows > 64 ? WGMMA_WIDE_FULL_MIN_SHARE_K : WGMMA_WIDE_MIN_SHARE_K);
     }
     if (m < WGMMA_MIN_M)
         return fills;

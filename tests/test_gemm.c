@@ -382,8 +382,9 @@ static void test_gemm__heuristic_mid_m_picks_the_tuned_winners(void **state)
 }
 
 /* Where the heuristic runs the wgmma kernel: sm_90, M >= 128, N a multiple of 128; 128 x 256
- * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 2048 deep)
- * fill the SMs' waves well, else 128 x 128. At M 17..127, the 128 x 256 tiles (a chunk of
+ * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 2688 deep,
+ * >= 2048 where the last chunk of M has 64 rows or fewer) fill the SMs' waves well, else
+ * 128 x 128 (the faster of the two on an H200 in every case below, docs/performance.md v16). At M 17..127, the 128 x 256 tiles (a chunk of
  * up to 32 or 64 rows run with 32- or 64-token wgmmas) where they fill the SMs, shares of any depth, else
  * the mma.sync kernel; nowhere else. Configurations of
  * that kernel are valid only within its register and warpgroup limits, and for sm_90 only. */
@@ -398,7 +399,16 @@ static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
         {512, 57344, 8192, 16}, /* 224 x 4 tiles of 128 x 256 */
         {128, 57344, 8192, 16}, /* 224: 85% of two waves */
         {256, 8192, 8192, 16},  /* 32 x 2 = 64 wide tiles, split in 2: shares of 4096 */
-        {128, 8192, 8192, 16},  /* 32 wide tiles, split in 4: shares of 2048 */
+        {128, 8192, 8192, 8},   /* 32 wide tiles in 4 shares of 2048: 64 narrow ones in 2 */
+        {192, 4096, 8192, 16},  /* the same shares, last chunk of 64 rows (narrow in wide tiles) */
+        {512, 4096, 4096, 8},   /* 64 wide tiles in 2 shares of 2048: 128 narrow ones, unsplit */
+        {192, 8192, 4096, 16},  /* 64 wide tiles in 2 shares of 2048, last chunk of 64 rows */
+        {128, 14336, 4096, 8},  /* 56 wide tiles in 2 shares of 2048: 112 narrow ones, unsplit */
+        {384, 5120, 5120, 8},   /* 60 wide tiles in 2 shares of 2560: 120 narrow ones, unsplit */
+        {128, 5120, 13824, 8},  /* 20 wide tiles in 6 shares of 2304: 40 narrow ones in 3 */
+        {256, 4096, 11008, 16}, /* 32 wide tiles in 4 shares of 2752 */
+        {256, 4096, 14336, 16}, /* 32 wide tiles in 4 shares of 3584 */
+        {512, 4096, 6144, 16},  /* 64 wide tiles in 2 shares of 3072 */
         {256, 8192, 28672, 16}, /* 64 wide tiles split in 2: shares of 14336 */
         {128, 8192, 28672, 16}, /* 32 wide tiles split in 4: shares of 7168 */
         {128, 4096, 14336, 8},  /* 16 wide tiles would need 8 shares of 1792: 32 narrow ones, 4 shares */
