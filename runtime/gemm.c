@@ -52,6 +52,14 @@
  * the best on 6144 x 4096 (the mma.sync pick was 1.01-1.16x off there; end to end 0.94-0.96x
  * at M <= 48, 1.10x at 64). */
 #define WGMMA_NARROW_FILL_PERCENT 70
+/* At M = 65..127, where the 128 x 256 tiles do not fill the SMs, layers of more than this
+ * many weights (K x N) run the 128 x 128 tiles (one chunk of 128 rows, the rows past M
+ * zero) instead of the mma.sync kernel. Measured on an H200 (docs/performance.md v16, fresh
+ * stores, the heuristic's picks at M = 65, 96 and 127): 1.24-1.75x faster on the eight
+ * layers of more than 8 Mi weights timed (3072 x 3072 ... 5120 x 5120, 4096 x 12288,
+ * 8192 x 2048); at exactly 8 Mi 0.93-0.95x on 2048 x 4096 but 1.03-1.55x on 4096 x 2048,
+ * 1024 x 8192 and 8192 x 1024; below, 0.86-0.90x on 1024 x 4096 and 2048 x 2048. */
+#define WGMMA_MID_MIN_WEIGHTS ((int64_t)1 << 23)
 /* Fewest K steps (of thread_k) a share of a K-split wgmma tile gets: shorter shares spend
  * more of their time filling the ring and handing over partial sums than computing. */
 #define WGMMA_MIN_SHARE_STEPS 8
@@ -515,9 +523,10 @@ static void heuristic_config(mrt_config *cfg, int thread_m_blocks, int n_blocks,
  * at least WGMMA_WIDE_FULL_MIN_SHARE_K deep when split (WGMMA_WIDE_MIN_SHARE_K where the
  * last chunk of M has 64 rows or fewer); else 128 x 128 (split as needed);
  * 128-deep steps where K allows, 4 stages. Measured on an H200, docs/performance.md v5.
- * Below WGMMA_MIN_M (M in WGMMA_NARROW_MIN_M..127) only the 128 x 256 tiles: those, where
- * they fill the SMs so (WGMMA_NARROW_FILL_PERCENT of them up to 64 rows; shares of any
- * depth: measured, v8), else none.
+ * Below WGMMA_MIN_M (M in WGMMA_NARROW_MIN_M..127) the 128 x 256 tiles where they fill the
+ * SMs so (WGMMA_NARROW_FILL_PERCENT of them up to 64 rows; shares of any depth: measured,
+ * v8), else at M = 65..127 the 128 x 128 ones on layers of more than WGMMA_MID_MIN_WEIGHTS,
+ * else none.
  * Returns 0 when the wgmma kernel is not the pick (N not a multiple of 128, or as above). */
 static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int group_size, int sms)
 {
@@ -540,8 +549,14 @@ static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int gr
         const int64_t last_rows = m - (m - 1) / 128 * 128; /* rows of the last 128-row chunk */
         deep = splits == 1 || k / splits >= (last_rows > 64 ? WGMMA_WIDE_FULL_MIN_SHARE_K : WGMMA_WIDE_MIN_SHARE_K);
     }
-    if (m < WGMMA_MIN_M)
-        return fills;
+    if (m < WGMMA_MIN_M) {
+        if (fills)
+            return 1;
+        if (m <= 64 || k * n <= WGMMA_MID_MIN_WEIGHTS)
+            return 0;
+        cfg->thread_n_blocks = 8;
+        return 1;
+    }
     if (!(fills && deep))
         cfg->thread_n_blocks = 8;
     return 1;

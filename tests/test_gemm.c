@@ -384,10 +384,12 @@ static void test_gemm__heuristic_mid_m_picks_the_tuned_winners(void **state)
 /* Where the heuristic runs the wgmma kernel: sm_90, M >= 128, N a multiple of 128; 128 x 256
  * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 2688 deep,
  * >= 2048 where the last chunk of M has 64 rows or fewer) fill the SMs' waves well, else
- * 128 x 128 (the faster of the two on an H200 in every case below, docs/performance.md v16). At M 17..127, the 128 x 256 tiles (a chunk of
- * up to 32 or 64 rows run with 32- or 64-token wgmmas) where they fill the SMs, shares of any depth, else
- * the mma.sync kernel; nowhere else. Configurations of
- * that kernel are valid only within its register and warpgroup limits, and for sm_90 only. */
+ * 128 x 128 (the faster of the two on an H200 in the cases below, docs/performance.md v16).
+ * At M 17..127, the 128 x 256 tiles (a chunk of up to 32 or 64 rows run with 32- or 64-token
+ * wgmmas) where they fill the SMs, shares of any depth; else at 65..127 rows the 128 x 128
+ * tiles on layers of more than 8 Mi weights (v16); else the mma.sync kernel; nowhere else.
+ * Configurations of that kernel are valid only within its register and warpgroup limits,
+ * and for sm_90 only. */
 static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
 {
     (void)state;
@@ -415,7 +417,12 @@ static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
         {512, 192, 4096, 0},    /* N not a multiple of 128 */
         {128, 4096, 4096, 8},   /* 16 wide tiles: 4 shares (8 steps each) leave half the SMs idle */
         {127, 57344, 8192, 16}, /* below 128 rows: 224 wide tiles, 85% of two waves */
-        {100, 4096, 4096, 0},   /* below 128 rows: 16 wide tiles in 4 shares, half the SMs */
+        {100, 4096, 4096, 8},   /* 65..127 rows: 16 wide tiles in 4 shares, half the SMs: 128 x 128 */
+        {96, 3072, 3072, 8},    /* 65..127 rows, 9 Mi weights: 128 x 128 */
+        {127, 5120, 5120, 8},   /* 20 wide tiles in 6 shares: 128 x 128 */
+        {65, 4096, 2048, 0},    /* 65..127 rows, 8 Mi weights: the mma.sync kernel */
+        {96, 8192, 1024, 0},    /* the same */
+        {80, 2048, 2048, 0},    /* 4 Mi weights: the mma.sync kernel */
         {64, 28672, 4096, 16},  /* 112 wide tiles, one wave */
         {64, 8192, 8192, 16},   /* 32 wide tiles in 4 shares */
         {64, 4096, 14336, 16},  /* 16 wide tiles in 8 shares of 1792: deep enough at 64 rows */

@@ -327,7 +327,8 @@ static void test_tune__pruning_rules(void **state)
     mrt_config *list;
 
     /* M-blocks: M = 1 needs one; M = 64 keeps 1, 2 and 4 (3 cuts it into as many chunks as 2);
-     * M = 96 keeps 1, 2, 3 (4 makes as many chunks as 3), plus the heuristic's 4 first. Past
+     * M = 96 keeps 1, 2, 3 (4 makes as many chunks as 3), plus the heuristic's pick first (the
+     * wgmma kernel's 128 x 128 tile there since docs/performance.md v16, 4 m-blocks before). Past
      * 16 rows the wgmma kernel's 8 too (one 128-token tile, run 32 or 64 wide up to 64 rows;
      * K-split, its 4096 x 4096 tiles fill the SMs), never its 16 up to 128 rows. M = 128
      * keeps 1..4 (8, 4, 3, 2 chunks) and 8; M = 129 drops 4 (3 chunks, as 3 makes) and adds
@@ -353,7 +354,8 @@ static void test_tune__pruning_rules(void **state)
         free(list);
     }
     list = candidates_of(&dev, 96, 4096, 4096, 128, &count, NULL);
-    assert_int_equal(list[0].thread_m_blocks, 4);
+    assert_int_equal(list[0].thread_m_blocks, 8);
+    assert_int_equal(list[0].thread_n_blocks, 8);
     free(list);
 
     /* Registers: 128 threads never carry 3 or 4 m-blocks of 256 columns. */
