@@ -90,6 +90,21 @@
  * (M = 192), shares of 2048 were level or won by 3% (4096 x 8192, 8192 x 4096); shares of
  * 1792 lost there too (v5: 14336 x 4096 at M = 128, 38.7 against 36.3 us). */
 #define WGMMA_WIDE_FULL_MIN_SHARE_K 2688
+/* Up to this M, where the last chunk of M has 64 rows or fewer (M = 129..192, 257..320),
+ * the 128 x 256 tiles, which run that chunk narrow (the 128 x 128 ones run it full width),
+ * need only fill this percentage of the SMs and, when split, shares this deep. Measured on
+ * an H200 (docs/performance.md v16, the two tiles against each other on 12 layers at
+ * M = 160, 192 and 320): the 128 x 256 tiles won by 7-29% wherever they filled 55% or more
+ * of the SMs unsplit or split into shares of 1638 or more (5120 x 5120, 4096 x 12288,
+ * 4096 x 14336, 8192 x 8192, 14336 x 4096; 8192 x 2048, 6144 x 4096, 2048 x 8192 and
+ * 4096 x 4096 at M = 320) but one (4096 x 6144 at M = 320, 55% unsplit: lost by 3%), and
+ * lost by 1-41% with shares of 1536 or less (2048 x 4096, 2048 x 8192, 3072 x 3072,
+ * 4096 x 4096, 6144 x 4096, 8192 x 2048 at M = 160 and 192) but one (3072 x 3072 at
+ * M = 320, shares of 1024: won by 10%). Beyond it the rules above (one narrow chunk among
+ * three or more full ones: not measured). */
+#define WGMMA_NARROW_LAST_MAX_M 320
+#define WGMMA_NARROW_LAST_FILL_PERCENT 50
+#define WGMMA_NARROW_LAST_MIN_SHARE_K 1600
 
 /* The mma.sync kernel's grid (marlin_blocks): a stripe that does not hold whole columns
  * shares its first and last columns with its neighbours, and their fp32 sums then make a
@@ -544,10 +559,16 @@ static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int gr
         const int64_t splits = wgmma_splits(cfg, m, n, k, sms);
         const int64_t blocks = wgmma_tiles(cfg, m, n) * splits;
         const int64_t waves = (blocks + sms - 1) / sms;
-        const int64_t percent = m <= 64 ? WGMMA_NARROW_FILL_PERCENT : WGMMA_WIDE_FILL_PERCENT;
-        fills = 100 * blocks >= percent * waves * sms;
         const int64_t last_rows = m - (m - 1) / 128 * 128; /* rows of the last 128-row chunk */
-        deep = splits == 1 || k / splits >= (last_rows > 64 ? WGMMA_WIDE_FULL_MIN_SHARE_K : WGMMA_WIDE_MIN_SHARE_K);
+        const int narrow_last = m >= WGMMA_MIN_M && m <= WGMMA_NARROW_LAST_MAX_M && last_rows <= 64;
+        const int64_t percent = m <= 64      ? WGMMA_NARROW_FILL_PERCENT
+                                : narrow_last ? WGMMA_NARROW_LAST_FILL_PERCENT
+                                              : WGMMA_WIDE_FILL_PERCENT;
+        fills = 100 * blocks >= percent * waves * sms;
+        const int64_t min_share = last_rows > 64 ? WGMMA_WIDE_FULL_MIN_SHARE_K
+                                  : narrow_last  ? WGMMA_NARROW_LAST_MIN_SHARE_K
+                                                 : WGMMA_WIDE_MIN_SHARE_K;
+        deep = splits == 1 || k / splits >= min_share;
     }
     if (m < WGMMA_MIN_M) {
         if (fills)

@@ -383,8 +383,9 @@ static void test_gemm__heuristic_mid_m_picks_the_tuned_winners(void **state)
 
 /* Where the heuristic runs the wgmma kernel: sm_90, M >= 128, N a multiple of 128; 128 x 256
  * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 2688 deep,
- * >= 2048 where the last chunk of M has 64 rows or fewer) fill the SMs' waves well, else
- * 128 x 128 (the faster of the two on an H200 in the cases below, docs/performance.md v16).
+ * >= 2048 where the last chunk of M has 64 rows or fewer) fill 80% of the SMs' waves, or,
+ * at M <= 320 with a last chunk of 64 rows or fewer, 50% with shares >= 1600; else 128 x 128
+ * (the faster of the two on an H200 in the cases below, docs/performance.md v16).
  * At M 17..127, the 128 x 256 tiles (a chunk of up to 32 or 64 rows run with 32- or 64-token
  * wgmmas) where they fill the SMs, shares of any depth; else at 65..127 rows the 128 x 128
  * tiles on layers of more than 8 Mi weights (v16); else the mma.sync kernel; nowhere else.
@@ -405,6 +406,12 @@ static void test_gemm__heuristic_uses_wgmma_where_it_pays(void **state)
         {192, 4096, 8192, 16},  /* the same shares, last chunk of 64 rows (narrow in wide tiles) */
         {512, 4096, 4096, 8},   /* 64 wide tiles in 2 shares of 2048: 128 narrow ones, unsplit */
         {192, 8192, 4096, 16},  /* 64 wide tiles in 2 shares of 2048, last chunk of 64 rows */
+        {192, 5120, 5120, 16},  /* last chunk narrow: 40 wide tiles in 3 shares of 1706 */
+        {160, 12288, 4096, 16}, /* last chunk narrow: 96 wide tiles unsplit, 73% of the SMs */
+        {320, 8192, 8192, 16},  /* last chunk narrow: 48 wide tiles in 2 shares, 73% */
+        {160, 8192, 2048, 8},   /* last chunk narrow: 64 wide tiles in 2 shares of 1024 */
+        {192, 4096, 4096, 8},   /* last chunk narrow: 32 wide tiles in 4 shares of 1024 */
+        {448, 6144, 4096, 8},   /* past 320 rows the 80% rule: 96 wide tiles unsplit, 73% */
         {128, 14336, 4096, 8},  /* 56 wide tiles in 2 shares of 2048: 112 narrow ones, unsplit */
         {384, 5120, 5120, 8},   /* 60 wide tiles in 2 shares of 2560: 120 narrow ones, unsplit */
         {128, 5120, 13824, 8},  /* 20 wide tiles in 6 shares of 2304: 40 narrow ones in 3 */
