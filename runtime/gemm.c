@@ -94,14 +94,14 @@
  * the 128 x 256 tiles, which run that chunk narrow (the 128 x 128 ones run it full width),
  * need only fill this percentage of the SMs and, when split, shares this deep. Measured on
  * an H200 (docs/performance.md v16, the two tiles against each other on 12 layers at
- * M = 160, 192 and 320): the 128 x 256 tiles won by 7-29% wherever they filled 55% or more
+ * M = 160, 192 and 320): the 128 x 256 tiles won by 2-23% wherever they filled 55% or more
  * of the SMs unsplit or split into shares of 1638 or more (5120 x 5120, 4096 x 12288,
- * 4096 x 14336, 8192 x 8192, 14336 x 4096; 8192 x 2048, 6144 x 4096, 2048 x 8192 and
- * 4096 x 4096 at M = 320) but one (4096 x 6144 at M = 320, 55% unsplit: lost by 3%), and
- * lost by 1-41% with shares of 1536 or less (2048 x 4096, 2048 x 8192, 3072 x 3072,
- * 4096 x 4096, 6144 x 4096, 8192 x 2048 at M = 160 and 192) but one (3072 x 3072 at
- * M = 320, shares of 1024: won by 10%). Beyond it the rules above (one narrow chunk among
- * three or more full ones: not measured). */
+ * 4096 x 14336, 8192 x 8192, 14336 x 4096; 4096 x 6144 at M = 160 and 192; 8192 x 2048,
+ * 6144 x 4096, 2048 x 8192 and 4096 x 4096 at M = 320) but one (4096 x 6144 at M = 320, 55%
+ * unsplit: lost by 3%), and lost by 1-41% with shares of 1536 or less (2048 x 4096;
+ * 2048 x 8192, 3072 x 3072, 4096 x 4096, 6144 x 4096, 8192 x 2048 at M = 160 and 192) but
+ * one (3072 x 3072 at M = 320, shares of 1024: won by 10%). Beyond it the rules above (one
+ * narrow chunk among three or more full ones: not measured). */
 #define WGMMA_NARROW_LAST_MAX_M 320
 #define WGMMA_NARROW_LAST_FILL_PERCENT 50
 #define WGMMA_NARROW_LAST_MIN_SHARE_K 1600
