@@ -78,7 +78,8 @@
  * keep at least this fraction of the SMs busy over the waves they need (in percent)... */
 #define WGMMA_WIDE_FILL_PERCENT 80
 /* ...and, when split, each share still runs at least this deep in K where the last chunk of
- * M runs narrow (64 rows or fewer: the 128 x 128 tiles run it full width)... */
+ * M runs narrow (64 rows or fewer: the 128 x 128 tiles run it full width) past
+ * WGMMA_NARROW_LAST_MAX_M rows (below: WGMMA_NARROW_LAST_MIN_SHARE_K)... */
 #define WGMMA_WIDE_MIN_SHARE_K 2048
 /* ...and this deep where every chunk runs full width. Measured on an H200, the two tiles
  * against each other (docs/performance.md v16): shares of 2048 lost to the 128 x 128 tiles
@@ -86,9 +87,8 @@
  * 8192 at M = 128 33.90 against 32.78; 4096 x 1024, 4096 x 2048, 4096 x 8192, 4096 x 14336,
  * 8192 x 2048, 8192 x 4096), shares of 2304 and 2560 by 1-3.4% (13824 x 5120, 5120 x 13824,
  * 5120 x 5120); shares of 2752-3584 won by 1.4-3.5% (11008, 12288 and 14336 x 4096 at
- * M = 256), 3072 lost by 1% (6144 x 4096 at M = 512, kept wide). With a narrow last chunk
- * (M = 192), shares of 2048 were level or won by 3% (4096 x 8192, 8192 x 4096); shares of
- * 1792 lost there too (v5: 14336 x 4096 at M = 128, 38.7 against 36.3 us). */
+ * M = 256), 3072 lost by 1% (6144 x 4096 at M = 512, kept wide); earlier, shares of 1792
+ * lost by 7% (v5: 14336 x 4096 at M = 128, 38.7 against 36.3 us). */
 #define WGMMA_WIDE_FULL_MIN_SHARE_K 2688
 /* Up to this M, where the last chunk of M has 64 rows or fewer (M = 129..192, 257..320),
  * the 128 x 256 tiles, which run that chunk narrow (the 128 x 128 ones run it full width),
