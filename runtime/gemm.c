@@ -536,7 +536,9 @@ static void heuristic_config(mrt_config *cfg, int thread_m_blocks, int n_blocks,
  * where those blocks (K-split by the launch if the tiles are fewer than the SMs,
  * wgmma_splits) keep WGMMA_WIDE_FILL_PERCENT of the SMs busy over their waves, with shares
  * at least WGMMA_WIDE_FULL_MIN_SHARE_K deep when split (WGMMA_WIDE_MIN_SHARE_K where the
- * last chunk of M has 64 rows or fewer); else 128 x 128 (split as needed);
+ * last chunk of M has 64 rows or fewer; up to WGMMA_NARROW_LAST_MAX_M rows with such a chunk,
+ * WGMMA_NARROW_LAST_FILL_PERCENT of the SMs and shares of WGMMA_NARROW_LAST_MIN_SHARE_K);
+ * else 128 x 128 (split as needed);
  * 128-deep steps where K allows, 4 stages. Measured on an H200, docs/performance.md v5.
  * Below WGMMA_MIN_M (M in WGMMA_NARROW_MIN_M..127) the 128 x 256 tiles where they fill the
  * SMs so (WGMMA_NARROW_FILL_PERCENT of them up to 64 rows; shares of any depth: measured,
