@@ -561,15 +561,19 @@ static int wgmma_config(mrt_config *cfg, int64_t m, int64_t n, int64_t k, int gr
         const int64_t splits = wgmma_splits(cfg, m, n, k, sms);
         const int64_t blocks = wgmma_tiles(cfg, m, n) * splits;
         const int64_t waves = (blocks + sms - 1) / sms;
-        const int64_t last_rows = m - (m - 1) / 128 * 128; /* rows of the last 128-row chunk */
-        const int narrow_last = m >= WGMMA_MIN_M && m <= WGMMA_NARROW_LAST_MAX_M && last_rows <= 64;
+        /* Whether the last chunk of M runs narrow: the kernel's own rule (at most half the
+         * tile's rows, in tiles that have narrow paths). */
+        const int64_t tokens = 16 * (int64_t)cfg->thread_m_blocks;
+        const int64_t last_rows = m - (m - 1) / tokens * tokens;
+        const int last_narrow = mrt__marlin_wgmma_runs_narrow(cfg) && 2 * last_rows <= tokens;
+        const int narrow_last = m >= WGMMA_MIN_M && m <= WGMMA_NARROW_LAST_MAX_M && last_narrow;
         const int64_t percent = m <= 64      ? WGMMA_NARROW_FILL_PERCENT
                                 : narrow_last ? WGMMA_NARROW_LAST_FILL_PERCENT
                                               : WGMMA_WIDE_FILL_PERCENT;
         fills = 100 * blocks >= percent * waves * sms;
-        const int64_t min_share = last_rows > 64 ? WGMMA_WIDE_FULL_MIN_SHARE_K
-                                  : narrow_last  ? WGMMA_NARROW_LAST_MIN_SHARE_K
-                                                 : WGMMA_WIDE_MIN_SHARE_K;
+        const int64_t min_share = !last_narrow ? WGMMA_WIDE_FULL_MIN_SHARE_K
+                                  : narrow_last ? WGMMA_NARROW_LAST_MIN_SHARE_K
+                                                : WGMMA_WIDE_MIN_SHARE_K;
         deep = splits == 1 || k / splits >= min_share;
     }
     if (m < WGMMA_MIN_M) {
