@@ -385,7 +385,7 @@ static void test_gemm__heuristic_mid_m_picks_the_tuned_winners(void **state)
  * tiles where they (K-split by the launch when fewer than the SMs, into shares >= 2688 deep,
  * >= 2048 where the last chunk of M has 64 rows or fewer) fill 80% of the SMs' waves, or,
  * at M <= 320 with a last chunk of 64 rows or fewer, 50% with shares >= 1600; else 128 x 128
- * (the faster of the two on an H200 in the cases below, docs/performance.md v16).
+ * (the rules measured on an H200, docs/performance.md v5 and v16).
  * At M 17..127, the 128 x 256 tiles (a chunk of up to 32 or 64 rows run with 32- or 64-token
  * wgmmas) where they fill the SMs, shares of any depth; else at 65..127 rows the 128 x 128
  * tiles on layers of more than 8 Mi weights (v16); else the mma.sync kernel; nowhere else.
